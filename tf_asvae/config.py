@@ -1,0 +1,272 @@
+"""Typed, frozen configurations with JSON round-trip.
+
+Every model is fully described by a :class:`ModelConfig`; ``ModelConfig.to_dict()``
+is what ``get_config`` of the Keras models returns and what the training program
+writes to ``RUN/config.json``.  Validation happens in ``__post_init__`` so that a bad
+value fails at construction time with a message naming it and the accepted values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping, Tuple
+
+MODEL_KINDS = ("vae", "asvae", "asvae_r", "asvae_g", "avb", "avb_ac")
+LIKELIHOODS = ("bernoulli", "gaussian")
+ARCHITECTURES = ("mnist", "cifar10", "imagenet64", "mlp")
+POSTERIOR_FLOWS = ("none", "planar", "iaf")
+GENERATED_X = ("mean", "sample", "relaxed")
+
+
+def _check_choice(name: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"Unknown {name}: Received: {name}={value!r}. Expected one of {tuple(choices)}."
+        )
+
+
+def _check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = "a non-negative" if allow_zero else "a positive"
+        raise ValueError(f"{name} must be {bound} number. Received: {name}={value!r}.")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(
+            f"{name} must be an integer >= {minimum}. Received: {name}={value!r}."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Shape of the encoder, decoder and discriminator networks.
+
+    ``conv_*`` entries are ``(filters, kernel_size, stride)`` triples; see
+    ``presets.py`` for the paper's values (AS-VAE Appendix B, Figures 5-8).
+    ``decoder_start`` is the spatial size ``(h, w, c)`` that the decoder's first
+    dense layer reshapes to before its transposed convolutions.
+    """
+
+    architecture: str = "mnist"
+    encoder_conv: Tuple[Tuple[int, int, int], ...] = ((32, 3, 2), (64, 3, 2))
+    encoder_mlp: Tuple[int, ...] = (512,)
+    decoder_mlp: Tuple[int, ...] = (512,)
+    decoder_start: Tuple[int, int, int] = (7, 7, 64)
+    decoder_deconv: Tuple[Tuple[int, int, int], ...] = ((64, 3, 2), (32, 3, 2))
+    disc_x_conv: Tuple[Tuple[int, int, int], ...] = ((32, 3, 2), (64, 3, 2))
+    disc_z_mlp: Tuple[int, ...] = (512,)
+    disc_x_mlp: Tuple[int, ...] = ()
+    disc_joint_mlp: Tuple[int, ...] = (512, 512)
+    noise_dim: int = 32
+    batch_norm: bool = True
+    encoder_dropout: float = 0.0
+    decoder_dropout: float = 0.0
+    disc_dropout: float = 0.2
+
+    def __post_init__(self):
+        _check_choice("architecture", self.architecture, ARCHITECTURES)
+        for name in ("encoder_conv", "decoder_deconv", "disc_x_conv"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, tuple(tuple(int(v) for v in t) for t in value))
+            for triple in getattr(self, name):
+                if len(triple) != 3 or min(triple) <= 0:
+                    raise ValueError(
+                        f"{name} entries must be positive (filters, kernel, stride) "
+                        f"triples. Received: {name}={value!r}."
+                    )
+        for name in ("encoder_mlp", "decoder_mlp", "disc_z_mlp", "disc_x_mlp",
+                     "disc_joint_mlp", "decoder_start"):
+            value = tuple(int(v) for v in getattr(self, name))
+            object.__setattr__(self, name, value)
+            if any(v <= 0 for v in value):
+                raise ValueError(
+                    f"{name} must hold positive sizes. Received: {name}={value!r}."
+                )
+        if len(self.decoder_start) != 3:
+            raise ValueError(
+                f"decoder_start must be (height, width, channels). "
+                f"Received: decoder_start={self.decoder_start!r}."
+            )
+        _check_int("noise_dim", self.noise_dim, 1)
+        for name in ("encoder_dropout", "decoder_dropout", "disc_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1). Received: {name}={value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowConfig:
+    """Normalizing flows on q(z|x) (``posterior_*``) and on p(x|z) (``decoder_*``).
+
+    The paper's MNIST set-up uses planar flows of length 80 (Rezende & Mohamed 2015).
+    A flow on p(x|z) transforms the Gaussian observation model on flattened pixels and
+    therefore needs ``likelihood="gaussian"``.
+    """
+
+    posterior_flow: str = "none"
+    posterior_flow_length: int = 0
+    posterior_flow_amortized: bool = False
+    iaf_hidden_units: Tuple[int, ...] = (256, 256)
+    decoder_flow_length: int = 0
+
+    def __post_init__(self):
+        _check_choice("posterior_flow", self.posterior_flow, POSTERIOR_FLOWS)
+        _check_int("posterior_flow_length", self.posterior_flow_length, 0)
+        _check_int("decoder_flow_length", self.decoder_flow_length, 0)
+        if self.posterior_flow != "none" and self.posterior_flow_length == 0:
+            raise ValueError(
+                f"posterior_flow={self.posterior_flow!r} needs posterior_flow_length >= 1. "
+                f"Received: posterior_flow_length={self.posterior_flow_length}."
+            )
+        if self.posterior_flow == "none" and self.posterior_flow_length:
+            raise ValueError(
+                "posterior_flow_length > 0 needs posterior_flow in ('planar', 'iaf'). "
+                f"Received: posterior_flow='none', posterior_flow_length="
+                f"{self.posterior_flow_length}."
+            )
+        units = tuple(int(u) for u in self.iaf_hidden_units)
+        if not units or min(units) <= 0:
+            raise ValueError(
+                f"iaf_hidden_units must be positive sizes. Received: {self.iaf_hidden_units!r}."
+            )
+        object.__setattr__(self, "iaf_hidden_units", units)
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """Knobs of the training objective.
+
+    generated_x: how x_theta(z, xi) is produced for the second (generative) half of
+      AS-VAE and for the discriminators' generated pairs.  ``"mean"``: the decoder's
+      mean (for Bernoulli pixels, the pixel probabilities: the paper's "continuous input
+      as the probability of a binary pixel"); ``"sample"``: a reparameterised sample
+      (Gaussian likelihood only); ``"relaxed"``: a relaxed Bernoulli (Concrete) sample
+      at ``relaxed_temperature`` (Bernoulli only).  All three are differentiable in the
+      decoder's parameters.
+    disc_steps: discriminator updates per encoder/decoder update.
+    ac_num_samples: Monte-Carlo samples per example to estimate the mean and standard
+      deviation of q(z|x) for AVB's adaptive contrast.
+    min_scale: lower bound on every Gaussian standard deviation.
+    """
+
+    generated_x: str = "mean"
+    relaxed_temperature: float = 0.5
+    disc_steps: int = 1
+    ac_num_samples: int = 8
+    min_scale: float = 1e-3
+
+    def __post_init__(self):
+        _check_choice("generated_x", self.generated_x, GENERATED_X)
+        _check_positive("relaxed_temperature", self.relaxed_temperature)
+        _check_int("disc_steps", self.disc_steps, 1)
+        _check_int("ac_num_samples", self.ac_num_samples, 2)
+        _check_positive("min_scale", self.min_scale)
+
+
+_NESTED = {"network": NetworkConfig, "flows": FlowConfig, "objective": ObjectiveConfig}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model: kind, data shape, networks, flows, objective."""
+
+    kind: str = "asvae"
+    preset: str = "mnist"
+    image_shape: Tuple[int, int, int] = (28, 28, 1)
+    latent_dim: int = 64
+    likelihood: str = "bernoulli"
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
+    flows: FlowConfig = dataclasses.field(default_factory=FlowConfig)
+    objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
+
+    def __post_init__(self):
+        _check_choice("kind", self.kind, MODEL_KINDS)
+        _check_int("latent_dim", self.latent_dim, 1)
+        _check_choice("likelihood", self.likelihood, LIKELIHOODS)
+        shape = tuple(self.image_shape)
+        if len(shape) != 3 or any(not isinstance(s, int) or s <= 0 for s in shape):
+            raise ValueError(
+                "image_shape must be (height, width, channels) of positive integers. "
+                f"Received: image_shape={self.image_shape!r}."
+            )
+        object.__setattr__(self, "image_shape", shape)
+        for key, cls in _NESTED.items():
+            value = getattr(self, key)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, key, cls(**value))
+            elif not isinstance(value, cls):
+                raise ValueError(f"{key} must be a {cls.__name__}. Received: {value!r}.")
+        if self.flows.decoder_flow_length and self.likelihood != "gaussian":
+            raise ValueError(
+                "A flow on p(x|z) needs likelihood='gaussian'. Received: "
+                f"likelihood={self.likelihood!r}, decoder_flow_length="
+                f"{self.flows.decoder_flow_length}."
+            )
+        if self.kind in ("avb", "avb_ac") and self.flows.posterior_flow != "none":
+            raise ValueError(
+                f"kind={self.kind!r} uses a black-box (noise-input) encoder; a posterior "
+                f"flow does not apply. Received: posterior_flow={self.flows.posterior_flow!r}."
+            )
+        gx = self.objective.generated_x
+        if gx == "sample" and self.likelihood == "bernoulli":
+            raise ValueError(
+                "generated_x='sample' is not differentiable for Bernoulli pixels; use "
+                "'mean' or 'relaxed'. Received: generated_x='sample', likelihood='bernoulli'."
+            )
+        if gx == "relaxed" and self.likelihood != "bernoulli":
+            raise ValueError(
+                "generated_x='relaxed' applies to Bernoulli pixels only. Received: "
+                f"generated_x='relaxed', likelihood={self.likelihood!r}."
+            )
+
+    @property
+    def num_pixels(self) -> int:
+        h, w, c = self.image_shape
+        return h * w * c
+
+    def replace(self, **changes) -> "ModelConfig":
+        """A copy with top-level or nested (``network=dict(...)``) fields changed."""
+        for key, cls in _NESTED.items():
+            if key in changes and isinstance(changes[key], Mapping):
+                changes[key] = dataclasses.replace(getattr(self, key), **changes[key])
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return _to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "ModelConfig":
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown ModelConfig fields: {unknown}. Expected: {sorted(known)}.")
+        for key, sub in _NESTED.items():
+            if key in data:
+                sub_known = {f.name for f in dataclasses.fields(sub)}
+                bad = sorted(set(data[key]) - sub_known)
+                if bad:
+                    raise ValueError(
+                        f"Unknown {sub.__name__} fields: {bad}. Expected: {sorted(sub_known)}."
+                    )
+                data[key] = sub(**data[key])
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(text))
+
+
+def _to_jsonable(value):
+    if isinstance(value, dict):
+        return {k: _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    return value

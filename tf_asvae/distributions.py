@@ -1,0 +1,113 @@
+"""Tensors -> TensorFlow Probability distributions.  Pure functions, no state.
+
+Conventions: every distribution has its event over a whole example (all pixels, or all
+latent units), so ``log_prob`` is summed over event dimensions and has the batch shape.
+
+* Prior p(z) = N(0, I).
+* Posterior q(z|x): diagonal Gaussian, optionally pushed through a flow (planar or IAF),
+  ``q_K(z_K) = q_0(z_0) - sum_k log|det J_k|`` (Rezende & Mohamed 2015, eq. 7).
+* Observation p(x|z): Bernoulli over pixels (for MNIST-type data, where the paper
+  treats a [0, 1] pixel as the probability of a binary pixel, so ``log_prob`` is the
+  cross-entropy with soft targets), or Gaussian, optionally with a planar flow on the
+  flattened pixels.
+* Discretised 8-bit likelihood (AS-VAE Sec. 5.1): for integer pixel i in 0..255,
+  ``p(x = i | z) = P(x in [i/256, (i+1)/256] | z)`` under the continuous Gaussian; the
+  two edge bins take the tails (bin 0 is (-inf, 1/256], bin 255 is [255/256, inf)) so
+  that the 256 probabilities of a pixel sum to one.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+tfb = tfp.bijectors
+
+
+def prior(latent_dim: int, dtype=tf.float32) -> tfd.Distribution:
+    """p(z) = N(0, I_latent_dim)."""
+    return tfd.MultivariateNormalDiag(loc=tf.zeros([latent_dim], dtype=dtype),
+                                      scale_diag=tf.ones([latent_dim], dtype=dtype))
+
+
+def posterior(loc, scale, flow: tfb.Bijector | None = None) -> tfd.Distribution:
+    """q(z|x): N(loc, diag(scale^2)), pushed through ``flow`` when given."""
+    base = tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale)
+    if flow is None:
+        return base
+    return tfd.TransformedDistribution(base, flow)
+
+
+def split_gaussian_params(raw, channels: int, min_scale: float):
+    """Raw decoder output [..., C * 2] -> (loc, scale) each [..., C]."""
+    loc = raw[..., :channels]
+    scale = min_scale + tf.nn.softplus(raw[..., channels:])
+    return loc, scale
+
+
+def observation(raw, likelihood: str, min_scale: float = 1e-3,
+                flow: tfb.Bijector | None = None) -> tfd.Distribution:
+    """p(x|z) from the decoder's raw output ``raw`` of shape [..., H, W, C * P].
+
+    ``flow`` (Gaussian only) acts on the flattened image: x = reshape(flow(x0)),
+    x0 ~ N(loc, diag(scale^2)).
+    """
+    if likelihood == "bernoulli":
+        return tfd.Independent(tfd.Bernoulli(logits=raw, dtype=raw.dtype),
+                               reinterpreted_batch_ndims=3)
+    if likelihood != "gaussian":
+        raise ValueError(f"Unknown likelihood: Received: likelihood={likelihood!r}. "
+                         "Expected 'bernoulli' or 'gaussian'.")
+    channels = raw.shape[-1] // 2
+    loc, scale = split_gaussian_params(raw, channels, min_scale)
+    if flow is None:
+        return tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=3)
+    image_shape = loc.shape[-3:]
+    flat = image_shape[0] * image_shape[1] * image_shape[2]
+    batch = tf.shape(loc)[:-3]
+    base = tfd.MultivariateNormalDiag(
+        loc=tf.reshape(loc, tf.concat([batch, [flat]], 0)),
+        scale_diag=tf.reshape(scale, tf.concat([batch, [flat]], 0)))
+    reshape = tfb.Reshape(event_shape_out=image_shape, event_shape_in=[flat])
+    return tfd.TransformedDistribution(base, tfb.Chain([reshape, flow]))
+
+
+def observation_mean(raw, likelihood: str, min_scale: float = 1e-3,
+                     flow: tfb.Bijector | None = None):
+    """The image a decoder "means": pixel probabilities (Bernoulli), the location
+    (Gaussian), or the flow applied to the location (flow on p(x|z), where the exact
+    mean has no closed form)."""
+    if likelihood == "bernoulli":
+        return tf.sigmoid(raw)
+    channels = raw.shape[-1] // 2
+    loc, _ = split_gaussian_params(raw, channels, min_scale)
+    if flow is None:
+        return loc
+    shape = tf.shape(loc)
+    flat = tf.reshape(loc, tf.concat([shape[:-3], [-1]], 0))
+    return tf.reshape(flow.forward(flat), shape)
+
+
+def relaxed_bernoulli_sample(logits, temperature: float, seed):
+    """A reparameterised Concrete / relaxed Bernoulli sample in (0, 1)
+    (Maddison et al. 2017; Jang et al. 2017): sigmoid((logits + logistic noise) / t)."""
+    u = tf.random.stateless_uniform(tf.shape(logits), seed=seed, minval=1e-6,
+                                    maxval=1.0 - 1e-6, dtype=logits.dtype)
+    noise = tf.math.log(u) - tf.math.log1p(-u)
+    return tf.sigmoid((logits + noise) / temperature)
+
+
+def discretized_gaussian(raw, min_scale: float = 1e-3) -> tfd.Distribution:
+    """The 8-bit discretisation of a Gaussian p(x|z), over integer pixels 0..255.
+
+    With y = 256 x - 1, ``P(Y = i) = F_y(i) - F_y(i - 1) = P(x in [i/256, (i+1)/256])``,
+    and TFP's QuantizedDistribution gives the edge bins the tails.
+    ``log_prob`` takes integer-valued pixels (any float or int dtype) of shape
+    [..., H, W, C] and sums over the image.
+    """
+    channels = raw.shape[-1] // 2
+    loc, scale = split_gaussian_params(raw, channels, min_scale)
+    base = tfd.Normal(loc=256.0 * loc - 1.0, scale=256.0 * scale)
+    bins = tfd.QuantizedDistribution(base, low=0.0, high=255.0)
+    return tfd.Independent(bins, reinterpreted_batch_ndims=3)

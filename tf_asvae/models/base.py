@@ -1,0 +1,441 @@
+"""The base model: networks, randomness, the training step, public methods.
+
+One ``keras.Model`` owns ``train_step``/``test_step``, the metric trackers and the two
+optimizers (encoder/decoder and discriminators).  Each concrete model implements two
+hooks:
+
+* ``_build_critics()``: create its discriminators (none for the VAE);
+* ``_forward(x, seeds, training)``: per-example tensors of one pass of the game:
+  ``{"gen_loss": [B], "disc_losses": {name: [B]}, "metrics": {name: [B]}}``.
+
+Training step (``disc_steps = k``): k - 1 discriminator-only updates on fresh samples,
+then one joint update in which a single forward pass gives both the discriminators'
+loss (differentiated w.r.t. discriminator variables only) and the encoder/decoder loss
+(w.r.t. encoder/decoder variables only); both gradients are taken at the same
+parameters and applied together (simultaneous updates).  ``discriminator_step`` and
+``generator_step`` apply one player's update alone.
+
+Randomness is stateless and *distribution-invariant*: every draw is seeded from
+(model seed, optimizer step, call site), drawn for the global batch and sliced to the
+replica's rows, so one step on N replicas uses exactly the noise of one step on one
+device with the same global batch, and a resumed run continues the same stream.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_asvae import distributions as dists
+from tf_asvae import flows
+from tf_asvae import objectives
+from tf_asvae.config import ModelConfig
+from tf_asvae.networks import Decoder, GaussianEncoder, JointDiscriminator, NoiseEncoder
+
+# Call sites for seeds; each draw in a step uses its own.
+SITE_POSTERIOR, SITE_PRIOR, SITE_PRIOR_INDEP, SITE_GEN_X, SITE_AC, SITE_AC_REF = range(6)
+
+
+def _replica_info():
+    ctx = tf.distribute.get_replica_context()
+    strategy = tf.distribute.get_strategy()
+    n = strategy.num_replicas_in_sync
+    rid = ctx.replica_id_in_sync_group if (ctx is not None and n > 1) else 0
+    return n, rid
+
+
+class BaseModel(keras.Model):
+    """Base of all tf_asvae models.  Build them with :func:`tf_asvae.build_model`."""
+
+    kind = None
+    explicit_posterior = True
+
+    def __init__(self, config, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = ModelConfig.from_dict(config)
+        if not isinstance(config, ModelConfig):
+            raise ValueError(f"config must be a ModelConfig or dict. Received: config={config!r}.")
+        if self.kind is not None and config.kind != self.kind:
+            raise ValueError(f"{type(self).__name__} needs kind={self.kind!r}. "
+                             f"Received: kind={config.kind!r}.")
+        if not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer. Received: seed={seed!r}.")
+        self.model_config = config
+        self.seed = seed
+        net, fl = config.network, config.flows
+        self.decoder = Decoder(config.image_shape, config.likelihood, net.decoder_mlp,
+                               net.decoder_start, net.decoder_deconv, net.batch_norm,
+                               net.decoder_dropout, name="decoder")
+        self.decoder_flow_params = None
+        if fl.decoder_flow_length:
+            self.decoder_flow_params = flows.PlanarFlowParameters(
+                fl.decoder_flow_length, config.num_pixels, name="decoder_flow")
+        self._build_encoder()
+        self.critics = {}
+        self._build_critics()
+        self._trackers = {}
+        self.disc_optimizer = None
+        self.disc_steps = config.objective.disc_steps
+
+    # ------------------------------------------------------------------ networks
+    def _build_encoder(self):
+        cfg, net, fl = self.model_config, self.model_config.network, self.model_config.flows
+        self.encoder = GaussianEncoder(cfg.latent_dim, net.encoder_conv, net.encoder_mlp,
+                                       net.batch_norm, net.encoder_dropout,
+                                       cfg.objective.min_scale, name="encoder")
+        self.posterior_flow_params = None
+        self.made_layers = []
+        if fl.posterior_flow == "planar":
+            self.posterior_flow_params = flows.PlanarFlowParameters(
+                fl.posterior_flow_length, cfg.latent_dim, amortized=fl.posterior_flow_amortized,
+                name="posterior_flow")
+        elif fl.posterior_flow == "iaf":
+            self.made_layers = [
+                flows.MADE(cfg.latent_dim, hidden_units=fl.iaf_hidden_units,
+                           context_dim=self._encoder_feature_dim(), name=f"iaf_made_{i}")
+                for i in range(fl.posterior_flow_length)]
+
+    def _encoder_feature_dim(self):
+        net = self.model_config.network
+        if net.encoder_mlp:
+            return net.encoder_mlp[-1]
+        h, w, _ = self.model_config.image_shape
+        for _, _, s in net.encoder_conv:
+            h, w = -(-h // s), -(-w // s)
+        c = net.encoder_conv[-1][0] if net.encoder_conv else self.model_config.image_shape[2]
+        return h * w * c
+
+    def _build_critics(self):
+        pass
+
+    def _make_critic(self, name):
+        net = self.model_config.network
+        return JointDiscriminator(net.disc_x_conv, net.disc_x_mlp, net.disc_z_mlp,
+                                  net.disc_joint_mlp, net.batch_norm, net.disc_dropout,
+                                  name=name)
+
+    @property
+    def generator_variables(self):
+        """Trainable variables of the encoder, decoder and flows (theta, phi)."""
+        critic_ids = {id(v) for c in self.critics.values() for v in c.trainable_variables}
+        return [v for v in self.trainable_variables if id(v) not in critic_ids]
+
+    @property
+    def discriminator_variables(self):
+        return [v for c in self.critics.values() for v in c.trainable_variables]
+
+    # ------------------------------------------------------------------ randomness
+    def _seeds(self, step=None):
+        """A [2] int seed per (model seed, step); sites are folded in by ``_draw``."""
+        if step is None:
+            step = self.optimizer.iterations if self.optimizer is not None else 0
+        base = tf.constant([self.seed, 0], dtype=tf.int64)
+        return tf.random.experimental.stateless_fold_in(base, tf.cast(step, tf.int64))
+
+    def _draw(self, seed, site, local_batch, event_shape, kind="normal", lead=()):
+        """Noise of shape lead + [local_batch] + event_shape for this replica's rows.
+
+        Drawn for the global batch (local_batch * replicas) with a stateless seed and
+        sliced, so the draw does not depend on how the batch is split over replicas.
+        """
+        n, rid = _replica_info()
+        s = tf.random.experimental.stateless_fold_in(seed, site)
+        shape = tf.concat([tf.constant(lead, tf.int32), [local_batch * n],
+                           tf.constant(event_shape, tf.int32)], 0)
+        if kind == "normal":
+            full = tf.random.stateless_normal(shape, s)
+        else:
+            full = tf.random.stateless_uniform(shape, s, minval=1e-6, maxval=1.0 - 1e-6)
+        if n == 1:
+            return full
+        axis = len(lead)
+        return tf.gather(full, tf.range(rid * local_batch, (rid + 1) * local_batch), axis=axis)
+
+    # ------------------------------------------------------------------ densities
+    def _posterior_flow(self, features):
+        fl = self.model_config.flows
+        if fl.posterior_flow == "planar":
+            u, w, b = self.posterior_flow_params(features)
+            return flows.planar_flow_chain(u, w, b)
+        if fl.posterior_flow == "iaf":
+            return flows.iaf_bijector(self.made_layers, context=features)
+        return None
+
+    def _decoder_flow(self):
+        if self.decoder_flow_params is None:
+            return None
+        u, w, b = self.decoder_flow_params(None)
+        return flows.planar_flow_chain(u, w, b)
+
+    def posterior(self, x, training=False):
+        """q(z|x) as a TFP distribution with batch shape [B] and event [latent_dim]."""
+        loc, scale, h = self.encoder(x, training=training)
+        loc, scale, h = (tf.cast(t, tf.float32) for t in (loc, scale, h))
+        return dists.posterior(loc, scale, self._posterior_flow(h))
+
+    def sample_posterior(self, x, seed, training=False, site=SITE_POSTERIOR):
+        """Reparameterised z ~ q(z|x) and log q(z|x) at it: z = flow(loc + scale * eps)."""
+        loc, scale, h = self.encoder(x, training=training)
+        loc, scale, h = (tf.cast(t, tf.float32) for t in (loc, scale, h))
+        eps = self._draw(seed, site, tf.shape(x)[0], [self.model_config.latent_dim])
+        z0 = loc + scale * eps
+        base = dists.posterior(loc, scale)
+        log_q = base.log_prob(z0)
+        flow = self._posterior_flow(h)
+        if flow is None:
+            return z0, log_q
+        return flow.forward(z0), log_q - flow.forward_log_det_jacobian(z0, event_ndims=1)
+
+    def _decode_raw(self, z, training=False):
+        """z [..., B, D] -> raw decoder output [..., B, H, W, C*P] in float32."""
+        lead = tf.shape(z)[:-1]
+        flat = tf.reshape(z, [-1, self.model_config.latent_dim])
+        raw = tf.cast(self.decoder(flat, training=training), tf.float32)
+        return tf.reshape(raw, tf.concat([lead, tf.shape(raw)[1:]], 0))
+
+    def observation(self, z, training=False):
+        """p(x|z) as a TFP distribution with event shape image_shape."""
+        raw = self._decode_raw(z, training)
+        return dists.observation(raw, self.model_config.likelihood,
+                                 self.model_config.objective.min_scale, self._decoder_flow())
+
+    def _observation_from_raw(self, raw):
+        return dists.observation(raw, self.model_config.likelihood,
+                                 self.model_config.objective.min_scale, self._decoder_flow())
+
+    def _generate_x(self, raw, seed, site=SITE_GEN_X):
+        """x_theta(z, xi), differentiable in theta (see ObjectiveConfig.generated_x)."""
+        cfg = self.model_config
+        mode = cfg.objective.generated_x
+        if mode == "mean":
+            return dists.observation_mean(raw, cfg.likelihood, cfg.objective.min_scale,
+                                          self._decoder_flow())
+        batch = tf.shape(raw)[0]
+        if mode == "relaxed":
+            u = self._draw(seed, site, batch, list(raw.shape[1:]), kind="uniform")
+            noise = tf.math.log(u) - tf.math.log1p(-u)
+            return tf.sigmoid((raw + noise) / cfg.objective.relaxed_temperature)
+        channels = cfg.image_shape[2]
+        loc, scale = dists.split_gaussian_params(raw, channels, cfg.objective.min_scale)
+        eps = self._draw(seed, site, batch, list(cfg.image_shape))
+        x0 = loc + scale * eps
+        flow = self._decoder_flow()
+        if flow is None:
+            return x0
+        flat = tf.reshape(x0, [batch, -1])
+        return tf.reshape(flow.forward(flat), tf.shape(x0))
+
+    def _prior(self):
+        return dists.prior(self.model_config.latent_dim)
+
+    # ------------------------------------------------------------------ public API
+    def _check_images(self, x):
+        x = tf.convert_to_tensor(x)
+        expected = tuple(self.model_config.image_shape)
+        if x.shape.rank != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"Images must have shape [batch, {', '.join(map(str, expected))}] for "
+                f"preset {self.model_config.preset!r}. Received: shape={tuple(x.shape)}.")
+        if not x.dtype.is_floating:
+            raise ValueError(f"Images must be float in [0, 1]. Received: dtype={x.dtype.name}.")
+        if tf.executing_eagerly():
+            lo, hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+            if lo < 0.0 or hi > 1.0:
+                raise ValueError(
+                    f"Images must lie in [0, 1]. Received: values in [{lo:.4g}, {hi:.4g}].")
+        return tf.cast(x, tf.float32)
+
+    def encode(self, x, seed=0):
+        """Images -> (posterior mean estimate, a sample of z).
+
+        Gaussian posteriors: the mean is loc pushed through the flow (exact without a
+        flow).  AVB's black-box encoder: Monte-Carlo mean over ``ac_num_samples`` draws.
+        """
+        x = self._check_images(x)
+        seed = tf.constant([seed, 1], tf.int64)
+        loc, scale, h = self.encoder(x, training=False)
+        loc, scale, h = (tf.cast(t, tf.float32) for t in (loc, scale, h))
+        z, _ = self.sample_posterior(x, seed)
+        flow = self._posterior_flow(h)
+        mean = loc if flow is None else flow.forward(loc)
+        return mean, z
+
+    def decode(self, z):
+        """Codes [B, latent_dim] -> the decoder's mean image [B, H, W, C]."""
+        z = tf.convert_to_tensor(z, tf.float32)
+        if z.shape.rank != 2 or z.shape[-1] != self.model_config.latent_dim:
+            raise ValueError(f"Codes must have shape [batch, {self.model_config.latent_dim}]. "
+                             f"Received: shape={tuple(z.shape)}.")
+        raw = self._decode_raw(z, training=False)
+        cfg = self.model_config
+        return dists.observation_mean(raw, cfg.likelihood, cfg.objective.min_scale,
+                                      self._decoder_flow())
+
+    def sample(self, n, seed=0):
+        """n images (decoder means) from z ~ p(z); deterministic for a given seed."""
+        if not isinstance(n, (int, np.integer)) or n <= 0:
+            raise ValueError(f"n must be a positive integer. Received: n={n!r}.")
+        z = tf.random.stateless_normal([int(n), self.model_config.latent_dim],
+                                       tf.constant([seed, 2], tf.int64))
+        return self.decode(z)
+
+    def reconstruct(self, x, seed=0):
+        """Images -> decoder mean at the posterior mean code."""
+        mean, _ = self.encode(x, seed=seed)
+        return self.decode(mean)
+
+    def call(self, x, training=False):
+        """Reconstruction with a posterior sample; builds every network."""
+        seed = self._seeds(0)
+        z, _ = self._posterior_sample_any(x, seed, training)
+        raw = self._decode_raw(z, training)
+        for critic in self.critics.values():
+            critic(x, z, training=training)
+        return dists.observation_mean(raw, self.model_config.likelihood,
+                                      self.model_config.objective.min_scale,
+                                      self._decoder_flow())
+
+    def _posterior_sample_any(self, x, seed, training):
+        return self.sample_posterior(x, seed, training)
+
+    def build_all(self):
+        """Create every variable (on a zero batch) so optimizers can be built on them."""
+        x = tf.zeros((2,) + tuple(self.model_config.image_shape))
+        self(x, training=False)
+        return self
+
+    # ------------------------------------------------------------------ training
+    def compile(self, optimizer=None, disc_optimizer=None, disc_steps=None,
+                learning_rate=1e-4, jit_compile=False, **kwargs):
+        """Paper defaults: Adam(1e-4) for both players (AS-VAE Sec. 5).
+
+        ``optimizer`` updates the encoder/decoder, ``disc_optimizer`` the critics.
+        Call inside a ``tf.distribute`` strategy scope under a strategy; both optimizers
+        are built on their variables here, as MirroredStrategy requires.
+        """
+        if optimizer is None:
+            optimizer = keras.optimizers.Adam(learning_rate)
+        if disc_optimizer is None and self.critics:
+            disc_optimizer = keras.optimizers.Adam(learning_rate)
+        if disc_steps is not None:
+            if not isinstance(disc_steps, int) or disc_steps < 1:
+                raise ValueError(f"disc_steps must be an integer >= 1. "
+                                 f"Received: disc_steps={disc_steps!r}.")
+            self.disc_steps = disc_steps
+        optimizer = keras.optimizers.get(optimizer)
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        self.disc_optimizer = keras.optimizers.get(disc_optimizer) if disc_optimizer else None
+        if not self.built:
+            self.build_all()
+        self.optimizer.build(self.generator_variables)
+        if self.disc_optimizer is not None:
+            self.disc_optimizer.build(self.discriminator_variables)
+
+    def get_compile_config(self):
+        return {
+            "optimizer": keras.optimizers.serialize(self.optimizer),
+            "disc_optimizer": (keras.optimizers.serialize(self.disc_optimizer)
+                               if self.disc_optimizer is not None else None),
+            "disc_steps": self.disc_steps,
+            "jit_compile": bool(self.jit_compile),
+        }
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        opt = keras.optimizers.deserialize(config.pop("optimizer"))
+        dopt = config.pop("disc_optimizer", None)
+        dopt = keras.optimizers.deserialize(dopt) if dopt else None
+        self.compile(optimizer=opt, disc_optimizer=dopt, **config)
+
+    def _tracker(self, name):
+        if name not in self._trackers:
+            self._trackers[name] = keras.metrics.Mean(name=name)
+        return self._trackers[name]
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def _log(self, values):
+        logs = {}
+        for name, value in values.items():
+            tracker = self._tracker(name)
+            tracker.update_state(tf.reduce_mean(tf.cast(value, tf.float32)))
+            logs[name] = tracker.result()
+        return logs
+
+    def _images(self, data):
+        if isinstance(data, (tuple, list)):
+            data = data[0]
+        if isinstance(data, dict):
+            data = data["image"]
+        return tf.cast(data, tf.float32)
+
+    def _losses(self, out):
+        gen = objectives.reduce_loss(out["gen_loss"])
+        disc = sum(objectives.reduce_loss(v) for v in out["disc_losses"].values()) \
+            if out["disc_losses"] else None
+        return gen, disc
+
+    def _apply(self, optimizer, loss, tape, variables):
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+
+    def discriminator_step(self, x, step=None):
+        """One update of the discriminators alone, on fresh samples."""
+        if not self.critics:
+            return {}
+        with tf.GradientTape() as tape:
+            out = self._forward(x, self._seeds(step), training=True)
+            _, disc = self._losses(out)
+        self._apply(self.disc_optimizer, disc, tape, self.discriminator_variables)
+        return out
+
+    def generator_step(self, x, step=None):
+        """One update of the encoder/decoder alone."""
+        with tf.GradientTape() as tape:
+            out = self._forward(x, self._seeds(step), training=True)
+            gen, _ = self._losses(out)
+        self._apply(self.optimizer, gen, tape, self.generator_variables)
+        return out
+
+    def train_step(self, data):
+        x = self._images(data)
+        step = self.optimizer.iterations
+        for k in range(self.disc_steps - 1):
+            # Extra critic updates: distinct seeds per inner step.
+            self.discriminator_step(x, step=step * 1000 + 1 + k)
+        with tf.GradientTape(persistent=True) as tape:
+            out = self._forward(x, self._seeds(step), training=True)
+            gen, disc = self._losses(out)
+        if disc is not None:
+            self._apply(self.disc_optimizer, disc, tape, self.discriminator_variables)
+        self._apply(self.optimizer, gen, tape, self.generator_variables)
+        del tape
+        return self._log(self._metric_values(out))
+
+    def test_step(self, data):
+        x = self._images(data)
+        out = self._forward(x, self._seeds(0), training=False)
+        return self._log(self._metric_values(out))
+
+    def _metric_values(self, out):
+        values = {"loss": out["gen_loss"]}
+        values.update({f"{k}_loss": v for k, v in out["disc_losses"].items()})
+        values.update(out["metrics"])
+        recon = [values[k] for k in ("recon_x", "recon_z") if k in values]
+        values["reconstruction"] = tf.add_n(recon) / float(len(recon))
+        return values
+
+    def _forward(self, x, seeds, training):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ serialization
+    def get_config(self):
+        return {"config": self.model_config.to_dict(), "seed": self.seed, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,26 @@
+"""The VAE baseline: ELBO with a Gaussian or flow posterior (Kingma & Welling 2014;
+Rezende & Mohamed 2015 for planar flows; Kingma et al. 2016 for IAF)."""
+
+from __future__ import annotations
+
+import keras
+
+from tf_asvae import objectives
+from tf_asvae.models.base import BaseModel
+
+
+@keras.saving.register_keras_serializable(package="tf_asvae")
+class VAE(BaseModel):
+    """Maximises the single-sample ELBO log p(x|z) + log p(z) - log q(z|x), z ~ q(z|x)."""
+
+    kind = "vae"
+
+    def _forward(self, x, seeds, training):
+        z, log_q = self.sample_posterior(x, seeds, training)
+        log_px = self._observation_from_raw(self._decode_raw(z, training)).log_prob(x)
+        log_pz = self._prior().log_prob(z)
+        return {
+            "gen_loss": objectives.negative_elbo(log_px, log_pz, log_q),
+            "disc_losses": {},
+            "metrics": {"recon_x": -log_px, "kl": log_q - log_pz},
+        }
