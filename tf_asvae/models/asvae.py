@@ -48,6 +48,14 @@ class _ASVAEBase(BaseModel):
             self.critic_z = self._make_critic("f_psi2")
             self.critics["f2"] = self.critic_z
 
+    def metric_names(self):
+        names = ["loss"]
+        if self.use_r:
+            names += ["d1_loss", "recon_x", "adv_x", "d1_acc"]
+        if self.use_g:
+            names += ["d2_loss", "recon_z", "adv_z", "d2_acc"]
+        return tuple(names + ["reconstruction"])
+
     def _critic_pair(self, name, pos, neg, training):
         n = tf.shape(pos[0])[0]
         x = tf.concat([pos[0], neg[0]], 0)

@@ -42,6 +42,10 @@ class _AVBBase(BaseModel):
         self.critic_t = self._make_critic("T_psi")
         self.critics["t"] = self.critic_t
 
+    def metric_names(self):
+        extra = ("log_r",) if self.adaptive_contrast else ()
+        return ("loss", "t_loss", "recon_x", "adv", "t_acc") + extra + ("reconstruction",)
+
     def _critic_pair(self, pos, neg, training):
         n = tf.shape(pos[0])[0]
         logits = tf.cast(self.critic_t(tf.concat([pos[0], neg[0]], 0),

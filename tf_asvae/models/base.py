@@ -75,7 +75,8 @@ class BaseModel(keras.Model):
         self._build_encoder()
         self.critics = {}
         self._build_critics()
-        self._trackers = {}
+        self._metric_trackers = {name: keras.metrics.Mean(name=name)
+                                 for name in self.metric_names()}
         self.disc_optimizer = None
         self.disc_steps = config.objective.disc_steps
 
@@ -349,19 +350,18 @@ class BaseModel(keras.Model):
         dopt = keras.optimizers.deserialize(dopt) if dopt else None
         self.compile(optimizer=opt, disc_optimizer=dopt, **config)
 
-    def _tracker(self, name):
-        if name not in self._trackers:
-            self._trackers[name] = keras.metrics.Mean(name=name)
-        return self._trackers[name]
+    def metric_names(self):
+        """Names of the logged metrics (trackers are created in __init__)."""
+        raise NotImplementedError
 
     @property
     def metrics(self):
-        return list(self._trackers.values())
+        return list(self._metric_trackers.values())
 
-    def _log(self, values):
+    def _log_metrics(self, values):
         logs = {}
         for name, value in values.items():
-            tracker = self._tracker(name)
+            tracker = self._metric_trackers[name]
             tracker.update_state(tf.reduce_mean(tf.cast(value, tf.float32)))
             logs[name] = tracker.result()
         return logs
@@ -373,13 +373,13 @@ class BaseModel(keras.Model):
             data = data["image"]
         return tf.cast(data, tf.float32)
 
-    def _losses(self, out):
+    def _reduced_losses(self, out):
         gen = objectives.reduce_loss(out["gen_loss"])
         disc = sum(objectives.reduce_loss(v) for v in out["disc_losses"].values()) \
             if out["disc_losses"] else None
         return gen, disc
 
-    def _apply(self, optimizer, loss, tape, variables):
+    def _apply_update(self, optimizer, loss, tape, variables):
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
 
@@ -389,16 +389,16 @@ class BaseModel(keras.Model):
             return {}
         with tf.GradientTape() as tape:
             out = self._forward(x, self._seeds(step), training=True)
-            _, disc = self._losses(out)
-        self._apply(self.disc_optimizer, disc, tape, self.discriminator_variables)
+            _, disc = self._reduced_losses(out)
+        self._apply_update(self.disc_optimizer, disc, tape, self.discriminator_variables)
         return out
 
     def generator_step(self, x, step=None):
         """One update of the encoder/decoder alone."""
         with tf.GradientTape() as tape:
             out = self._forward(x, self._seeds(step), training=True)
-            gen, _ = self._losses(out)
-        self._apply(self.optimizer, gen, tape, self.generator_variables)
+            gen, _ = self._reduced_losses(out)
+        self._apply_update(self.optimizer, gen, tape, self.generator_variables)
         return out
 
     def train_step(self, data):
@@ -409,17 +409,17 @@ class BaseModel(keras.Model):
             self.discriminator_step(x, step=step * 1000 + 1 + k)
         with tf.GradientTape(persistent=True) as tape:
             out = self._forward(x, self._seeds(step), training=True)
-            gen, disc = self._losses(out)
+            gen, disc = self._reduced_losses(out)
         if disc is not None:
-            self._apply(self.disc_optimizer, disc, tape, self.discriminator_variables)
-        self._apply(self.optimizer, gen, tape, self.generator_variables)
+            self._apply_update(self.disc_optimizer, disc, tape, self.discriminator_variables)
+        self._apply_update(self.optimizer, gen, tape, self.generator_variables)
         del tape
-        return self._log(self._metric_values(out))
+        return self._log_metrics(self._metric_values(out))
 
     def test_step(self, data):
         x = self._images(data)
         out = self._forward(x, self._seeds(0), training=False)
-        return self._log(self._metric_values(out))
+        return self._log_metrics(self._metric_values(out))
 
     def _metric_values(self, out):
         values = {"loss": out["gen_loss"]}

@@ -15,6 +15,9 @@ class VAE(BaseModel):
 
     kind = "vae"
 
+    def metric_names(self):
+        return ("loss", "recon_x", "kl", "reconstruction")
+
     def _forward(self, x, seeds, training):
         z, log_q = self.sample_posterior(x, seeds, training)
         log_px = self._observation_from_raw(self._decode_raw(z, training)).log_prob(x)
