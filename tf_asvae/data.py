@@ -69,6 +69,8 @@ import hashlib
 import json
 import os
 import pathlib
+import socket
+import urllib.parse
 from typing import Any, Mapping
 
 import numpy as np
@@ -78,6 +80,8 @@ __all__ = [
     "AUTOTUNE",
     "ENV_MANUAL_DIR",
     "SPLITS",
+    "BINARIZE_MODES",
+    "PIXEL_KINDS",
     "DATASETS",
     "DatasetSpec",
     "DataConfig",
@@ -410,7 +414,8 @@ def _registered_checksums(spec: DatasetSpec) -> tuple[dict[str, Any], str]:
 
     builder_cls = tfds.builder_cls(spec.tfds_name.split("/")[0])
     infos = builder_cls.url_infos or {}
-    source = f"TFDS {tfds.__version__} registered checksums ({builder_cls._checksums_path})"
+    where = getattr(builder_cls, "_checksums_path", None) or f"builder {builder_cls.__name__}"
+    source = f"TFDS {tfds.__version__} registered checksums ({where})"
     return {info.filename: info for info in infos.values() if info.filename}, source
 
 
@@ -510,14 +515,31 @@ def check_manual_dir(name: str, manual_dir: str | os.PathLike) -> pathlib.Path:
 # TFDS
 
 
+def _source_reachable(url: str | None, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds
+    (assumed True behind a configured proxy, which a direct probe cannot judge)."""
+    if not url or any(
+        os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+    ):
+        return True
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def prepare(config: DataConfig):
     """Returns the TFDS builder of ``config.name``, prepared in ``config.data_dir``.
 
     If the data are not prepared yet and a manual directory is configured, the
     files there are checked first (:func:`check_manual_dir`), then TFDS prepares
     from them without any network access (no GCS, no download). Without a manual
-    directory TFDS downloads as usual. Any TFDS failure is re-raised as a
-    :class:`DataError` that names the data set, the directories and the files.
+    directory TFDS downloads as usual, after a quick check that the source host
+    can be reached at all (TFDS itself retries for minutes). Any TFDS failure is
+    re-raised as a :class:`DataError` naming the data set, directories and files.
     """
     import tensorflow_datasets as tfds
 
@@ -543,6 +565,15 @@ def prepare(config: DataConfig):
             manual_dir=os.fspath(folder), try_download_gcs=False
         )
     else:
+        # Without a network TFDS retries each file for minutes before failing;
+        # fail fast instead, with the offline instructions.
+        if not _source_reachable(spec.source_url):
+            raise DataError(
+                f"Data set {config.name!r} is not prepared in data_dir "
+                f"{str(builder.data_dir_root)!r} and {spec.source_url} cannot be reached. "
+                f"For offline use pass --manual-dir DIR (or set ${ENV_MANUAL_DIR}) to a "
+                f"folder holding {list(spec.files)}, or --data-dir DIR to prepared data."
+            )
         download_config = tfds.download.DownloadConfig()
     try:
         builder.download_and_prepare(download_config=download_config)

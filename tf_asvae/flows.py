@@ -49,6 +49,7 @@ __all__ = [
     "planar_flow_chain",
     "PlanarFlowParameters",
     "MADE",
+    "made_masks",
     "iaf_bijector",
 ]
 
@@ -144,6 +145,16 @@ class PlanarFlow(tfb.Bijector):
     ill-conditioned case ``g' ~ 0``, i.e. ``w^T u`` very negative and
     ``alpha ~ -b``) the residual's value is dropped and only its gradient kept.
     Finally ``z = y - u_hat tanh(alpha + b)``.
+
+    Numerics of the inverse. Elements stop once the residual of ``g`` is at
+    its rounding level, so ``forward(inverse(y))`` reproduces ``y`` to a few
+    ulps. Measured iteration counts (batches of 2000, float64): 2-6 for the
+    near-identity and moderate parameters, ~11 for ``w^T u = 40``, ~35 for
+    ``w^T u = -50`` with points exactly on the hyperplane ``w^T z + b = 0``
+    (there ``g`` behaves like a cubic and ``z`` itself is only determined to
+    ``~eps^(1/3) |u_hat|``: the information is lost in ``forward``, not in the
+    solver). The default cap of 64 iterations is not reached in these cases;
+    when it is, the last iterate is used (finite, inside the bracket).
 
     Shapes. ``u`` and ``w`` have shape ``[..., D]`` and ``b`` has shape
     ``[...]``; these batch dimensions broadcast against the batch dimensions
@@ -274,10 +285,7 @@ class PlanarFlow(tfb.Bijector):
         u_hat, c, one_plus_c = self._constrained()
         b = self._b
         t = _dot(self._w, y)
-        shape = tf.broadcast_dynamic_shape(
-            tf.broadcast_dynamic_shape(tf.shape(t), tf.shape(c)), tf.shape(b)
-        )
-        t, c, one_plus_c, b = [tf.broadcast_to(v, shape) for v in (t, c, one_plus_c, b)]
+        t, c, one_plus_c, b = _broadcast_all(t, c, one_plus_c, b)
 
         alpha0, lo, hi = _solve_planar_scalar(
             tf.stop_gradient(t),
@@ -286,21 +294,17 @@ class PlanarFlow(tfb.Bijector):
             tf.stop_gradient(b),
             self._inverse_iterations,
         )
-        alpha0 = tf.stop_gradient(alpha0)
 
         # One differentiable Newton step with g' held constant: its gradient is
         # the implicit-function-theorem gradient -(dg/dtheta) / g'.
         s0 = alpha0 + b
-        residual = alpha0 + c * tf.tanh(s0) - t
-        slope = tf.stop_gradient(
-            tf.square(tf.tanh(s0)) + _sech2(s0) * one_plus_c
-        )
+        th0 = tf.tanh(s0)
+        residual = alpha0 + c * th0 - t
+        slope = tf.stop_gradient(tf.square(th0) + _sech2(s0) * one_plus_c)
         slope = tf.maximum(slope, np.finfo(slope.dtype.as_numpy_dtype).tiny)
         candidate = tf.stop_gradient(alpha0 - residual / slope)
         keep_value = (candidate >= lo) & (candidate <= hi)
-        residual = tf.where(
-            keep_value, residual, residual - tf.stop_gradient(residual)
-        )
+        residual = tf.where(keep_value, residual, residual - tf.stop_gradient(residual))
         alpha = alpha0 - residual / slope
         return y - u_hat * tf.tanh(alpha + b)[..., tf.newaxis]
 
@@ -311,77 +315,87 @@ class PlanarFlow(tfb.Bijector):
         return -self._forward_log_det_jacobian(x)
 
 
+def _broadcast_all(*tensors):
+    """Broadcasts tensors to their common shape (statically when possible)."""
+    static = tf.TensorShape([])
+    for tensor in tensors:
+        static = tf.broadcast_static_shape(static, tensor.shape)
+    if static.is_fully_defined():
+        return [
+            tensor if tensor.shape == static else tf.broadcast_to(tensor, static)
+            for tensor in tensors
+        ]
+    shape = tf.shape(tensors[0])
+    for tensor in tensors[1:]:
+        shape = tf.broadcast_dynamic_shape(shape, tf.shape(tensor))
+    return [tf.broadcast_to(tensor, shape) for tensor in tensors]
+
+
+@tf.autograph.experimental.do_not_convert
 def _solve_planar_scalar(t, c, one_plus_c, b, max_iterations):
     """Solves ``alpha + c tanh(alpha + b) = t`` elementwise (``c > -1``).
 
     Newton-Raphson safeguarded by bisection ("rtsafe", [5]) on the bracket
-    ``[t - |c|, t + |c|]``; at most ``max_iterations`` iterations. Returns
-    ``(alpha, lo, hi)`` with the final bracket. All inputs must share one shape
-    and carry no gradient.
+    ``[t - |c|, t + |c|]``: the Newton step is taken when it lands strictly
+    inside the current bracket and is at most half the step before last,
+    otherwise the bracket is bisected. An element stops (is frozen) once its
+    residual is at the rounding level ``4 eps (|alpha| + |c tanh| + |t|)``, or
+    its Newton step or its bracket is below ``4 eps (1 + |alpha|)``; the loop
+    stops when all have, or after ``max_iterations`` iterations.
+    Returns ``(alpha, lo, hi)`` with the final bracket. All inputs must share
+    one shape and carry no gradient.
     """
-    dtype = t.dtype
-    eps = np.finfo(dtype.as_numpy_dtype).eps
-    tiny = np.finfo(dtype.as_numpy_dtype).tiny
+    np_dtype = t.dtype.as_numpy_dtype
+    tol = 4.0 * np.finfo(np_dtype).eps
+    tiny = np.finfo(np_dtype).tiny
     abs_c = tf.abs(c)
     lo = t - abs_c
     hi = t + abs_c
     # One fixed-point step from alpha = t; always inside the bracket.
     x = tf.clip_by_value(t - c * tf.tanh(t + b), lo, hi)
     dx = hi - lo
-    dx_old = dx
     done = tf.zeros_like(t, dtype=tf.bool)
 
     def body(i, x, lo, hi, dx, dx_old, done):
-        s = x + b
-        th = tf.tanh(s)
-        g = x + c * th - t
-        dg = tf.maximum(tf.square(th) + _sech2(s) * one_plus_c, tiny)
-        new_lo = tf.where(g < 0, x, lo)
-        new_hi = tf.where(g > 0, x, hi)
+        th = tf.tanh(x + b)
+        th2 = tf.square(th)
+        c_th = c * th
+        g = x + c_th - t
+        # g' = tanh^2 + (1 + c) sech^2 > 0 (the cancellation in 1 - tanh^2 only
+        # affects the Newton slope, never the bracket).
+        dg = tf.maximum(th2 + (1.0 - th2) * one_plus_c, tiny)
+        lo = tf.where(g <= 0, x, lo)
+        hi = tf.where(g >= 0, x, hi)
         step = g / dg
+        # x is kept once the residual is at its rounding level, ~ eps (|x| +
+        # |c th| + |t|), or the Newton step is below the resolution of x.
+        limit = tol * (1.0 + tf.abs(x))
+        settled = (
+            done
+            | (tf.abs(g) <= tol * (tf.abs(x) + tf.abs(c_th) + tf.abs(t)))
+            | (tf.abs(step) <= limit)
+        )
         newton = x - step
-        use_newton = (
-            (newton > new_lo)
-            & (newton < new_hi)
-            & (2.0 * tf.abs(step) <= tf.abs(dx_old))
-        )
-        mid = new_lo + 0.5 * (new_hi - new_lo)
-        new_x = tf.where(use_newton, newton, mid)
-        new_x = tf.where(tf.equal(g, 0), x, new_x)
+        use_newton = (newton > lo) & (newton < hi) & (2.0 * tf.abs(step) <= tf.abs(dx_old))
+        new_x = tf.where(use_newton, newton, lo + 0.5 * (hi - lo))
+        new_x = tf.where(settled, x, new_x)
         new_dx = new_x - x
-        scale = 1.0 + tf.abs(x)
-        converged = (
-            tf.equal(g, 0)
-            | (tf.abs(new_dx) <= 4.0 * eps * scale)
-            | (new_hi - new_lo <= 4.0 * eps * scale)
-            | tf.math.is_nan(g)
-        )
-
-        def keep(old, new):
-            return tf.where(done, old, new)
-
-        return (
-            i + 1,
-            keep(x, new_x),
-            keep(lo, new_lo),
-            keep(hi, new_hi),
-            keep(dx, new_dx),
-            keep(dx_old, dx),
-            done | converged,
-        )
+        converged = settled | (hi - lo <= limit) | tf.math.is_nan(g)
+        return i + 1, new_x, lo, hi, new_dx, dx, done | converged
 
     def cond(i, x, lo, hi, dx, dx_old, done):
-        return (i < max_iterations) & tf.logical_not(tf.reduce_all(done))
+        return tf.logical_not(tf.reduce_all(done))
 
     _, x, lo, hi, _, _, _ = tf.while_loop(
         cond,
         body,
-        (tf.constant(0), x, lo, hi, dx, dx_old, done),
+        (tf.constant(0), x, lo, hi, dx, dx, done),
         maximum_iterations=max_iterations,
     )
-    return x, lo, hi
+    return tf.stop_gradient(x), lo, hi
 
 
+@tf.autograph.experimental.do_not_convert
 def planar_flow_chain(
     u, w, b, inverse_iterations=64, validate_args=False, name="planar_flow_chain"
 ):
@@ -603,14 +617,17 @@ class PlanarFlowParameters(keras.layers.Layer):
 # ---------------------------------------------------------------------------
 
 
-def made_masks(event_dim, hidden_units):
+def made_masks(event_dim, hidden_units, conditional=False):
     """Binary masks of a MADE with degrees in natural order [3].
 
-    Input (and output) unit ``i`` has degree ``i + 1`` (``1..D``); hidden unit
-    ``k`` of every hidden layer has degree ``1 + (k mod max(D - 1, 1))``. A
-    hidden unit of degree ``m`` sees inputs of degree ``<= m``; an output of
-    degree ``d`` sees hidden units of degree ``< d`` (strict), so output ``i``
-    depends only on ``x_{<i}`` ([3], eq. 12-13).
+    Input (and output) unit ``i`` has degree ``i + 1`` (``1..D``). Hidden unit
+    ``k`` of every hidden layer has degree ``1 + (k mod max(D - 1, 1))``
+    (``1..D-1``), or, when ``conditional``, ``k mod D`` (``0..D-1``): units of
+    degree 0 see no input at all, only the unmasked context, and carry it to
+    every output, including output 0. A hidden unit of degree ``m`` sees units
+    of degree ``<= m``; an output of degree ``d`` sees hidden units of degree
+    ``< d`` (strict), so output ``i`` depends only on ``x_{<i}`` ([3], eq.
+    12-13).
 
     Returns a list of numpy arrays of shape ``[fan_in, fan_out]``: one per
     hidden layer, then the output mask of shape ``[H_last, D]`` (to be repeated
@@ -620,7 +637,10 @@ def made_masks(event_dim, hidden_units):
     masks = []
     prev = in_degrees
     for units in hidden_units:
-        degrees = 1 + np.arange(units) % max(event_dim - 1, 1)
+        if conditional:
+            degrees = np.arange(units) % event_dim
+        else:
+            degrees = 1 + np.arange(units) % max(event_dim - 1, 1)
         masks.append((degrees[np.newaxis, :] >= prev[:, np.newaxis]).astype("float32"))
         prev = degrees
     masks.append((in_degrees[np.newaxis, :] > prev[:, np.newaxis]).astype("float32"))
@@ -640,9 +660,11 @@ class MADE(keras.layers.Layer):
         out = h_L (W_out * M_out) + b_out
 
     Masks come from :func:`made_masks` (natural ordering, deterministic; built
-    with numpy in ``build()``). With ``hidden_units=()`` the network is a
-    single strictly lower-triangular linear map (context added to the output).
-    Output 0 depends on the context and the biases only.
+    with numpy in ``build()``). With a context, hidden degrees start at 0 so
+    that the context reaches every output (output 0 depends on the context and
+    the biases only); without one, output 0 is a constant (its bias). With
+    ``hidden_units=()`` the network is a single strictly lower-triangular
+    linear map (context added to the output).
 
     Args:
       event_dim: ``D``, positive int.
@@ -701,7 +723,7 @@ class MADE(keras.layers.Layer):
                 f"{tuple(input_shape)}. Received: input_shape={tuple(input_shape)}"
             )
         d, p = self.event_dim, self.num_params
-        masks = made_masks(d, self.hidden_units)
+        masks = made_masks(d, self.hidden_units, conditional=self.context_dim is not None)
         # Output column i * num_params + j belongs to event dimension i.
         masks[-1] = np.repeat(masks[-1], p, axis=1)
         self._masks = masks
@@ -759,8 +781,8 @@ class MADE(keras.layers.Layer):
         out_shape = tuple(ops.shape(h)[:-1]) + (self.event_dim, self.num_params)
         return ops.reshape(h, out_shape)
 
-    def compute_output_shape(self, input_shape, context_shape=None):
-        return tuple(input_shape[:-1]) + (self.event_dim, self.num_params)
+    def compute_output_shape(self, x_shape, context_shape=None):
+        return tuple(x_shape[:-1]) + (self.event_dim, self.num_params)
 
     def get_config(self):
         config = super().get_config()
@@ -775,6 +797,7 @@ class MADE(keras.layers.Layer):
         return config
 
 
+@tf.autograph.experimental.do_not_convert
 def iaf_bijector(
     made_layers,
     context=None,

@@ -146,8 +146,23 @@ def _check_positive_float(name: str, value: Any) -> float:
 
 
 def _sanitize_seed(seed):
-    """int / [2]-tensor / None -> stateless seed ``[2] int32``."""
-    return tfp.random.sanitize_seed(seed)
+    """int / [2]-tensor / None -> stateless seed ``[2] int32``.
+
+    ``tfp.random.sanitize_seed(int)`` goes through a stateful op and is not
+    reproducible across calls, so Python ints are mapped deterministically here.
+    """
+    if seed is None:
+        return tfp.random.sanitize_seed(None)
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        seed = int(seed)
+        return tf.constant([seed % 2**31, (seed // 2**31) % 2**31], tf.int32)
+    seed = tf.convert_to_tensor(seed)
+    if not seed.dtype.is_integer or (seed.shape.rank is not None and seed.shape != [2]):
+        raise ValueError(
+            "`seed` must be None, a Python int or a shape [2] integer tensor. "
+            f"Received: seed={seed!r}"
+        )
+    return tf.cast(seed, tf.int32)
 
 
 def _fold_in(seed, k):
@@ -569,7 +584,7 @@ def ais_log_likelihood(
     num_adaptation_steps: Optional[int] = None,
     num_step_size_buckets: int = 20,
     target_accept_prob: float = 0.65,
-    adaptation_rate: float = 0.05,
+    adaptation_rate: float = 0.1,
     use_tf_function: bool = True,
 ) -> AISEstimate:
     """Annealed-importance-sampling estimate of ``log p(x)`` per example.

@@ -301,11 +301,22 @@ class BaseModel(keras.Model):
     def _posterior_sample_any(self, x, seed, training):
         return self.sample_posterior(x, seed, training)
 
-    def build_all(self):
-        """Create every variable (on a zero batch) so optimizers can be built on them."""
+    def build(self, input_shape=None):
+        """Create every variable by one inference pass on a zero batch."""
         x = tf.zeros((2,) + tuple(self.model_config.image_shape))
-        self(x, training=False)
+        self.call(x, training=False)
+        self.built = True
+
+    def build_all(self):
+        if not self.built:
+            self.build()
         return self
+
+    def get_build_config(self):
+        return {"image_shape": list(self.model_config.image_shape)}
+
+    def build_from_config(self, config):
+        self.build_all()
 
     # ------------------------------------------------------------------ training
     def compile(self, optimizer=None, disc_optimizer=None, disc_steps=None,
@@ -328,8 +339,7 @@ class BaseModel(keras.Model):
         optimizer = keras.optimizers.get(optimizer)
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
         self.disc_optimizer = keras.optimizers.get(disc_optimizer) if disc_optimizer else None
-        if not self.built:
-            self.build_all()
+        self.build_all()
         self.optimizer.build(self.generator_variables)
         if self.disc_optimizer is not None:
             self.disc_optimizer.build(self.discriminator_variables)

@@ -75,17 +75,17 @@ class ConvTrunk(keras.layers.Layer):
         self.pooling = pooling
         self.batch_norm = bool(batch_norm)
         self.dropout = float(dropout)
-        self._layers = []
+        self.blocks = []
         for i, (f, k, s) in enumerate(self.conv):
-            self._layers += conv_block(f, k, s, self.batch_norm)
+            self.blocks += conv_block(f, k, s, self.batch_norm)
         if self.conv and pooling == "average":
-            self._layers.append(keras.layers.GlobalAveragePooling2D())
+            self.blocks.append(keras.layers.GlobalAveragePooling2D())
         else:
-            self._layers.append(keras.layers.Flatten())
-        self._layers += mlp_layers(self.mlp, self.dropout)
+            self.blocks.append(keras.layers.Flatten())
+        self.blocks += mlp_layers(self.mlp, self.dropout)
 
     def call(self, x, training=None):
-        return apply(self._layers, x, training)
+        return apply(self.blocks, x, training)
 
     def get_config(self):
         return {**super().get_config(), "conv": self.conv, "mlp": self.mlp,

@@ -38,7 +38,7 @@ class Decoder(keras.layers.Layer):
         self.dropout = float(dropout)
         h, w, c = self.image_shape
         out_channels = c * _PARAMS[likelihood]
-        self._layers = mlp_layers(self.mlp, self.dropout)
+        self.blocks = mlp_layers(self.mlp, self.dropout)
         if self.deconv:
             sh, sw = self.start[0], self.start[1]
             for _, _, s in self.deconv:
@@ -49,21 +49,21 @@ class Decoder(keras.layers.Layer):
                     f"{[s for _, _, s in self.deconv]} gives {(sh, sw)}, not the image size "
                     f"{(h, w)}. Received: image_shape={self.image_shape}."
                 )
-            self._layers.append(keras.layers.Dense(math.prod(self.start), use_bias=not batch_norm,
+            self.blocks.append(keras.layers.Dense(math.prod(self.start), use_bias=not batch_norm,
                                                    kernel_initializer=INIT))
             if batch_norm:
-                self._layers.append(keras.layers.BatchNormalization(synchronized=True))
-            self._layers += [keras.layers.ReLU(), keras.layers.Reshape(self.start)]
+                self.blocks.append(keras.layers.BatchNormalization(synchronized=True))
+            self.blocks += [keras.layers.ReLU(), keras.layers.Reshape(self.start)]
             for f, k, s in self.deconv:
-                self._layers += conv_block(f, k, s, self.batch_norm, transpose=True)
-            self._layers.append(keras.layers.Conv2D(out_channels, 3, padding="same",
+                self.blocks += conv_block(f, k, s, self.batch_norm, transpose=True)
+            self.blocks.append(keras.layers.Conv2D(out_channels, 3, padding="same",
                                                     kernel_initializer=INIT))
         else:
-            self._layers += [keras.layers.Dense(h * w * out_channels, kernel_initializer=INIT),
+            self.blocks += [keras.layers.Dense(h * w * out_channels, kernel_initializer=INIT),
                              keras.layers.Reshape((h, w, out_channels))]
 
     def call(self, z, training=None):
-        return apply(self._layers, z, training)
+        return apply(self.blocks, z, training)
 
     def get_config(self):
         return {**super().get_config(), "image_shape": self.image_shape,

@@ -28,14 +28,14 @@ class JointDiscriminator(keras.layers.Layer):
         self.batch_norm = bool(batch_norm)
         self.dropout = float(dropout)
         self.x_branch = ConvTrunk(self.x_conv, self.x_mlp, "average", self.batch_norm, 0.0)
-        self._z_branch = mlp_layers(self.z_mlp, 0.0)
-        self._joint = mlp_layers(self.joint_mlp, self.dropout)
+        self.z_layers = mlp_layers(self.z_mlp, 0.0)
+        self.joint_layers = mlp_layers(self.joint_mlp, self.dropout)
         self.logit = keras.layers.Dense(1, kernel_initializer=INIT)
 
     def call(self, x, z, training=None):
         hx = self.x_branch(x, training=training)
-        hz = apply(self._z_branch, z, training)
-        h = apply(self._joint, ops.concatenate([hx, hz], axis=-1), training)
+        hz = apply(self.z_layers, z, training)
+        h = apply(self.joint_layers, ops.concatenate([hx, hz], axis=-1), training)
         return ops.squeeze(self.logit(h), axis=-1)
 
     def get_config(self):

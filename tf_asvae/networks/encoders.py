@@ -71,7 +71,7 @@ class NoiseEncoder(keras.layers.Layer):
         self.batch_norm = bool(batch_norm)
         self.dropout = float(dropout)
         self.trunk = ConvTrunk(self.conv, self.mlp, "flatten", self.batch_norm, self.dropout)
-        self._head = mlp_layers(self.head_units, 0.0)
+        self.head_layers = mlp_layers(self.head_units, 0.0)
         self.out = keras.layers.Dense(latent_dim, kernel_initializer=INIT)
 
     def features(self, x, training=None):
@@ -82,7 +82,7 @@ class NoiseEncoder(keras.layers.Layer):
         if len(eps.shape) > len(h.shape):
             h = tf.broadcast_to(h, tf.concat([tf.shape(eps)[:-1], tf.shape(h)[-1:]], 0))
         u = ops.concatenate([h, eps], axis=-1)
-        return self.out(apply(self._head, u, training))
+        return self.out(apply(self.head_layers, u, training))
 
     def call(self, x, eps, training=None):
         return self.head(self.features(x, training=training), eps, training=training)

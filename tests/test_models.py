@@ -1,0 +1,182 @@
+"""Training semantics, every kind on every preset shape, save/load, public API."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+import tf_asvae
+from tf_asvae import MODEL_KINDS, PRESETS, build_model
+
+from conftest import images, tiny_overrides
+
+
+def _tiny(kind, preset="synthetic", **overrides):
+    model = build_model(kind, preset, **{**tiny_overrides(preset, kind), **overrides})
+    model.compile()
+    return model
+
+
+def _values(variables):
+    return [np.array(v.numpy()) for v in variables]
+
+
+def _changed(before, after):
+    return [not np.array_equal(a, b) for a, b in zip(before, after)]
+
+
+@pytest.mark.parametrize("kind", [k for k in MODEL_KINDS if k != "vae"])
+def test_discriminator_step_changes_only_discriminator_variables(kind):
+    model = _tiny(kind, "mnist")
+    x = tf.constant(images((28, 28, 1), 8))
+    gen0, disc0 = _values(model.generator_variables), _values(model.discriminator_variables)
+    model.discriminator_step(x)
+    gen1, disc1 = _values(model.generator_variables), _values(model.discriminator_variables)
+    assert not any(_changed(gen0, gen1))
+    assert all(_changed(disc0, disc1)) or sum(_changed(disc0, disc1)) > 0.9 * len(disc0)
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_generator_step_changes_only_encoder_decoder_variables(kind):
+    model = _tiny(kind, "mnist")
+    x = tf.constant(images((28, 28, 1), 8))
+    gen0, disc0 = _values(model.generator_variables), _values(model.discriminator_variables)
+    model.generator_step(x)
+    gen1, disc1 = _values(model.generator_variables), _values(model.discriminator_variables)
+    assert not any(_changed(disc0, disc1))
+    assert sum(_changed(gen0, gen1)) > 0.9 * len(gen0)
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_test_step_changes_nothing(kind):
+    model = _tiny(kind, "mnist")
+    x = images((28, 28, 1), 8)
+    model.fit(x, batch_size=4, epochs=1, verbose=0)  # optimizer slots exist
+    everything = model.variables + model.optimizer.variables + (
+        model.disc_optimizer.variables if model.disc_optimizer else [])
+    before = _values(everything)
+    model.evaluate(x, batch_size=4, verbose=0)
+    assert not any(_changed(before, _values(everything)))
+
+
+def test_disc_steps_counts_updates():
+    model = _tiny("asvae", "synthetic", disc_steps=3)
+    x = images((2, 2, 1), 8)
+    model.fit(x, batch_size=4, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations) == 2
+    assert int(model.disc_optimizer.iterations) == 6
+
+
+def test_generative_half_reaches_the_decoder():
+    """L_VAEz differentiates through x_theta(z, xi) into the decoder (and the encoder)."""
+    for preset, overrides in (("mnist", {}), ("mnist", {"generated_x": "relaxed"}),
+                              ("cifar10", {})):
+        model = _tiny("asvae_g", preset, **overrides)
+        x = tf.constant(images(PRESETS[preset].image_shape, 4))
+        with tf.GradientTape() as tape:
+            out = model._forward(x, model._seeds(0), training=True)
+            loss = tf.reduce_mean(out["gen_loss"])
+        grads = tape.gradient(loss, model.decoder.trainable_variables)
+        assert all(g is not None for g in grads)
+        assert sum(float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads) == len(grads)
+
+
+def test_asvae_loss_is_the_sum_of_its_halves():
+    """The full objective's per-example loss = r half + g half, recomputed here from the
+    public pieces (posterior, observation, critics) with the same noise."""
+    model = _tiny("asvae", "synthetic", disc_dropout=0.0)
+    x = tf.constant(images((2, 2, 1), 6))
+    seeds = model._seeds(5)
+    out = model._forward(x, seeds, training=False)
+    z_q, _ = model.sample_posterior(x, seeds)
+    z_p = model._draw(seeds, 1, 6, [2])
+    x_p = tf.sigmoid(model._decode_raw(z_p))  # generated_x = "mean" (Bernoulli)
+    log_px = model.observation(z_q).log_prob(x)
+    log_qz = model.posterior(x_p).log_prob(z_p)
+    f1 = model.critic_x(x, z_q)
+    f2 = model.critic_z(x_p, z_p)
+    expected = -(log_px - f1) - (log_qz - f2)
+    np.testing.assert_allclose(out["gen_loss"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_vae_loss_is_the_negative_elbo():
+    model = _tiny("vae", "synthetic")
+    x = tf.constant(images((2, 2, 1), 6))
+    seeds = model._seeds(3)
+    out = model._forward(x, seeds, training=False)
+    z, log_q = model.sample_posterior(x, seeds)
+    q = model.posterior(x)
+    np.testing.assert_allclose(log_q, q.log_prob(z), rtol=1e-5, atol=1e-5)
+    expected = -(model.observation(z).log_prob(x) + model._prior().log_prob(z) - log_q)
+    np.testing.assert_allclose(out["gen_loss"], expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_every_kind_trains_on_every_preset_shape(kind, preset):
+    model = _tiny(kind, preset)
+    x = images(PRESETS[preset].image_shape, 4)
+    history = model.fit(x, batch_size=2, epochs=1, verbose=0)
+    assert history.history, "no metrics logged"
+    for name, values in history.history.items():
+        assert np.all(np.isfinite(values)), (name, values)
+    expected = set(model.metric_names())
+    assert expected <= set(history.history)
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_keras_save_and_load_give_identical_outputs(kind, tmp_path):
+    model = _tiny(kind, "mnist")
+    x = images((28, 28, 1), 4)
+    model.fit(x, batch_size=2, epochs=1, verbose=0)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is type(model)
+    assert loaded.model_config == model.model_config
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for fn in ("reconstruct", "encode"):
+        np.testing.assert_allclose(getattr(model, fn)(x, seed=3), getattr(loaded, fn)(x, seed=3),
+                                   rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(model.sample(5, seed=1), loaded.sample(5, seed=1), atol=1e-6)
+    z = np.random.default_rng(1).normal(size=(3, 64)).astype("float32")
+    np.testing.assert_allclose(model.decode(z), loaded.decode(z), atol=1e-6)
+    # Training continues from the restored optimizer state.
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations)
+    loaded.fit(x, batch_size=2, epochs=1, verbose=0)
+
+
+def test_model_config_round_trip():
+    model = build_model("asvae", "mnist", posterior_flow_length=3)
+    clone = type(model).from_config(model.get_config())
+    assert clone.model_config == model.model_config
+    assert tf_asvae.model_from_config(model.model_config.to_dict()).model_config == \
+        model.model_config
+
+
+def test_public_methods_shapes_and_determinism():
+    model = _tiny("asvae", "mnist")
+    x = images((28, 28, 1), 3)
+    mean, z = model.encode(x)
+    assert mean.shape == (3, 64) and z.shape == (3, 64)
+    assert model.decode(mean).shape == (3, 28, 28, 1)
+    s1, s2, s3 = model.sample(4, seed=7), model.sample(4, seed=7), model.sample(4, seed=8)
+    np.testing.assert_array_equal(s1, s2)
+    assert not np.array_equal(s1, s3)
+    r = model.reconstruct(x)
+    assert r.shape == x.shape and float(tf.reduce_min(r)) >= 0 and float(tf.reduce_max(r)) <= 1
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m: m.encode(np.zeros((2, 32, 32, 3), "float32")), r"shape=\(2, 32, 32, 3\)"),
+    (lambda m: m.encode(np.full((2, 28, 28, 1), 255.0, "float32")), r"\[0, 1\].*255"),
+    (lambda m: m.encode(np.zeros((2, 28, 28, 1), "uint8")), r"dtype=uint8"),
+    (lambda m: m.decode(np.zeros((2, 5), "float32")), r"shape=\(2, 5\)"),
+    (lambda m: m.sample(0), r"n=0"),
+    (lambda m: m.compile(disc_steps=0), r"disc_steps=0"),
+])
+def test_bad_inputs_raise_clear_errors(call, match):
+    model = build_model("asvae", "mnist", posterior_flow_length=2)
+    with pytest.raises(ValueError, match=match):
+        call(model)
