@@ -1,7 +1,9 @@
 """Model-agnostic evaluation: likelihood estimators and sample-quality metrics.
 
 See :mod:`tf_asvae.evaluation.likelihood` for the callable protocol
-(``proposal_fn``, ``log_likelihood_fn``, ``prior``).
+(``proposal_fn``, ``log_likelihood_fn``, ``prior``). The same estimators applied to a
+tf_asvae model live in :mod:`tf_asvae.evaluation.model_metrics`; the classifiers of the
+sample-quality metrics in :mod:`tf_asvae.evaluation.classifiers`.
 """
 
 from tf_asvae.evaluation.likelihood import (
@@ -29,6 +31,7 @@ from tf_asvae.evaluation.sample_quality import (
     reconstruction_rmse_255,
     trace_sqrt_product,
 )
+from tf_asvae.evaluation import classifiers, model_metrics  # noqa: E402  (modules)
 
 __all__ = [
     "AISEstimate",
@@ -39,6 +42,7 @@ __all__ = [
     "ais_log_likelihood",
     "bits_per_dim",
     "classifier_score_from_logits",
+    "classifiers",
     "classifier_score_from_logits_splits",
     "dequantized_to_discrete_nll",
     "estimate_over_dataset",
@@ -49,6 +53,7 @@ __all__ = [
     "importance_sampled_log_likelihood_over_dataset",
     "latent_reconstruction_error",
     "log_likelihood_from_flat",
+    "model_metrics",
     "nats_to_bits",
     "reconstruction_rmse_255",
     "trace_sqrt_product",

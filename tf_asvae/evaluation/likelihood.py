@@ -146,10 +146,12 @@ def _check_positive_float(name: str, value: Any) -> float:
 
 
 def _sanitize_seed(seed):
-    """int / [2]-tensor / None -> stateless seed ``[2] int32``.
+    """int / scalar int tensor / [2]-tensor / None -> stateless seed ``[2] int32``.
 
     ``tfp.random.sanitize_seed(int)`` goes through a stateful op and is not
-    reproducible across calls, so Python ints are mapped deterministically here.
+    reproducible across calls, so Python ints are mapped deterministically here;
+    a scalar integer tensor (e.g. a SavedModel signature input) is mapped the same
+    way, so ``seed=5`` and ``seed=tf.constant(5)`` give the same draws.
     """
     if seed is None:
         return tfp.random.sanitize_seed(None)
@@ -157,9 +159,12 @@ def _sanitize_seed(seed):
         seed = int(seed)
         return tf.constant([seed % 2**31, (seed // 2**31) % 2**31], tf.int32)
     seed = tf.convert_to_tensor(seed)
+    if seed.dtype.is_integer and seed.shape.rank == 0:
+        seed = tf.cast(seed, tf.int64)
+        return tf.cast(tf.stack([seed % 2**31, (seed // 2**31) % 2**31]), tf.int32)
     if not seed.dtype.is_integer or (seed.shape.rank is not None and seed.shape != [2]):
         raise ValueError(
-            "`seed` must be None, a Python int or a shape [2] integer tensor. "
+            "`seed` must be None, a Python int or a scalar or shape [2] integer tensor. "
             f"Received: seed={seed!r}"
         )
     return tf.cast(seed, tf.int32)
@@ -242,20 +247,19 @@ def _streaming_update(state, log_w):
     return m_new, s1, s2
 
 
-def _streaming_finalize(state, num_samples: int):
+def _streaming_finalize(state, num_samples):
+    """``num_samples``: a Python int, or a scalar integer tensor (dynamic K)."""
     m, s1, s2 = state
     dtype = s1.dtype
-    k = tf.constant(float(num_samples), dtype)
+    k = tf.cast(num_samples, dtype)
     m_safe = tf.where(tf.math.is_finite(m), m, tf.zeros_like(m))
     log_mean = m_safe + tf.math.log(s1) - tf.math.log(k)
     log_mean = tf.where(tf.math.is_finite(m), log_mean, m)
     ess = tf.math.divide_no_nan(tf.square(s1), s2)
-    if num_samples > 1:
-        # Var[log mean w] ~ Var[w] / (K mean(w)^2) = (K / ESS - 1) / (K - 1).
-        rel_var = (k * s2 / tf.square(s1) - 1.0) / (k - 1.0)
-        se = tf.sqrt(tf.maximum(rel_var, tf.zeros_like(rel_var)))
-    else:
-        se = tf.fill(tf.shape(m), tf.constant(np.nan, dtype))
+    # Var[log mean w] ~ Var[w] / (K mean(w)^2) = (K / ESS - 1) / (K - 1); NaN for K = 1.
+    rel_var = (k * s2 / tf.square(s1) - 1.0) / tf.maximum(k - 1.0, tf.ones_like(k))
+    se = tf.where(k > 1.0, tf.sqrt(tf.maximum(rel_var, tf.zeros_like(rel_var))),
+                  tf.constant(np.nan, dtype))
     return log_mean, se, ess
 
 
@@ -270,11 +274,10 @@ def _log_mean_exp_with_error(log_w: tf.Tensor, axis_size: int):
 # ----------------------------------------------------------------------------
 # Importance sampling
 # ----------------------------------------------------------------------------
-def _is_core(x, seed, proposal_fn, log_likelihood_fn, prior, num_samples, chunk_size):
-    x = tf.convert_to_tensor(x)
-    proposal = proposal_fn(x)
+def _chunk_log_weights_fn(x, seed, proposal, log_likelihood_fn, prior):
+    """``(indices [n], n) -> log w [n, B]`` for the samples with those indices
+    (``n`` static, or None for a chunk whose length is only known at run time)."""
     dtype = proposal.dtype
-    batch_size = tf.shape(x)[0]
     static_batch = x.shape[0]
 
     def draw(indices):
@@ -298,7 +301,14 @@ def _is_core(x, seed, proposal_fn, log_likelihood_fn, prior, num_samples, chunk_
         )
         return tf.ensure_shape(log_w, [n, static_batch])
 
-    state = _streaming_init(batch_size, dtype)
+    return chunk_log_weights
+
+
+def _is_core(x, seed, proposal_fn, log_likelihood_fn, prior, num_samples, chunk_size):
+    x = tf.convert_to_tensor(x)
+    proposal = proposal_fn(x)
+    chunk_log_weights = _chunk_log_weights_fn(x, seed, proposal, log_likelihood_fn, prior)
+    state = _streaming_init(tf.shape(x)[0], proposal.dtype)
     num_full, rest = divmod(num_samples, chunk_size)
     if num_full > 0:
         offsets = tf.range(chunk_size, dtype=tf.int32)
@@ -321,6 +331,32 @@ def _is_core(x, seed, proposal_fn, log_likelihood_fn, prior, num_samples, chunk_
 
 
 _is_core_compiled = tf.function(_is_core, autograph=False)
+
+
+def _is_core_dynamic(x, seed, proposal_fn, log_likelihood_fn, prior, num_samples, chunk_size):
+    """``_is_core`` for a number of samples known only at run time (a scalar int32
+    tensor, e.g. a SavedModel signature input): ceil(K / chunk_size) chunks, the last
+    one shorter.  Sample k uses the same seed as in ``_is_core``, so both give the
+    same estimate up to float rounding."""
+    x = tf.convert_to_tensor(x)
+    proposal = proposal_fn(x)
+    chunk_log_weights = _chunk_log_weights_fn(x, seed, proposal, log_likelihood_fn, prior)
+    num_chunks = (num_samples + chunk_size - 1) // chunk_size
+
+    def body(i, m, s1, s2):
+        start = i * chunk_size
+        indices = tf.range(start, tf.minimum(start + chunk_size, num_samples))
+        return (i + 1,) + tuple(_streaming_update((m, s1, s2), chunk_log_weights(indices, None)))
+
+    _, m, s1, s2 = tf.while_loop(
+        lambda i, *_: i < num_chunks,
+        body,
+        (tf.constant(0, tf.int32),) + tuple(_streaming_init(tf.shape(x)[0], proposal.dtype)),
+    )
+    return _streaming_finalize((m, s1, s2), num_samples)
+
+
+_is_core_dynamic_compiled = tf.function(_is_core_dynamic, autograph=False)
 
 
 def importance_sampled_log_likelihood(
@@ -365,7 +401,9 @@ def importance_sampled_log_likelihood(
       proposal_fn: ``x -> q(z|x)``, see the module docstring.
       log_likelihood_fn: ``(x, z[S, B, *E]) -> [S, B]``, see the module docstring.
       prior: ``p(z)``, batch shape ``[]``.
-      num_samples: K >= 1.
+      num_samples: K >= 1: a Python int, or a scalar integer tensor when K is only
+        known at run time (e.g. a SavedModel signature input); K < 1 then fails
+        at run time with an InvalidArgumentError.
       chunk_size: samples per chunk, >= 1 (clipped to ``num_samples``).
       seed: int, ``[2]`` stateless seed, or None.
       use_tf_function: trace the computation once into a graph (recommended;
@@ -379,13 +417,27 @@ def importance_sampled_log_likelihood(
       ValueError: non-positive ``num_samples``/``chunk_size``, or callables that
         return log-densities of the wrong shape.
     """
-    num_samples = _check_positive_int("num_samples", num_samples)
-    chunk_size = min(_check_positive_int("chunk_size", chunk_size), num_samples)
+    chunk_size = _check_positive_int("chunk_size", chunk_size)
+    if tf.is_tensor(num_samples):
+        if not num_samples.dtype.is_integer or num_samples.shape.rank != 0:
+            raise ValueError(
+                "`num_samples` must be a positive integer or a scalar integer tensor. "
+                f"Received: num_samples={num_samples!r}"
+            )
+        num_samples = tf.cast(num_samples, tf.int32)
+        check = tf.debugging.assert_positive(
+            num_samples, message="`num_samples` must be a positive integer")
+        with tf.control_dependencies([check]):
+            num_samples = tf.identity(num_samples)
+        core = _is_core_dynamic_compiled if use_tf_function else _is_core_dynamic
+    else:
+        num_samples = _check_positive_int("num_samples", num_samples)
+        chunk_size = min(chunk_size, num_samples)
+        core = _is_core_compiled if use_tf_function else _is_core
     x = tf.convert_to_tensor(x)
     if x.shape.rank is not None and x.shape.rank < 1:
         raise ValueError(f"`x` must have a leading batch axis. Received: x.shape={x.shape}")
     seed = _sanitize_seed(seed)
-    core = _is_core_compiled if use_tf_function else _is_core
     log_p, se, ess = core(
         x, seed, proposal_fn, log_likelihood_fn, prior, num_samples, chunk_size
     )

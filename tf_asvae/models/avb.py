@@ -81,7 +81,7 @@ class _AVBBase(BaseModel):
     def encode(self, x, seed=0):
         """(Monte-Carlo posterior mean over 64 draws, one sample of z)."""
         x = self._check_images(x)
-        seeds = tf.constant([seed, 1], tf.int64)
+        seeds = self._stateless_seed(seed, 1)
         h = self.encoder.features(x, training=False)
         mu, _ = self._moments(h, seeds, tf.shape(x)[0], False, 64)
         return mu, self._encode_noise(h, seeds, SITE_POSTERIOR, tf.shape(x)[0])

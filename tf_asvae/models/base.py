@@ -71,7 +71,7 @@ class BaseModel(keras.Model):
         self.decoder_flow_params = None
         if fl.decoder_flow_length:
             self.decoder_flow_params = flows.PlanarFlowParameters(
-                fl.decoder_flow_length, config.num_pixels, name="decoder_flow")
+                fl.decoder_flow_length, config.num_pixels, name="decoder_flow", dtype="float32")
         self._build_encoder()
         self.critics = {}
         self._build_critics()
@@ -91,11 +91,12 @@ class BaseModel(keras.Model):
         if fl.posterior_flow == "planar":
             self.posterior_flow_params = flows.PlanarFlowParameters(
                 fl.posterior_flow_length, cfg.latent_dim, amortized=fl.posterior_flow_amortized,
-                name="posterior_flow")
+                name="posterior_flow", dtype="float32")
         elif fl.posterior_flow == "iaf":
             self.made_layers = [
                 flows.MADE(cfg.latent_dim, hidden_units=fl.iaf_hidden_units,
-                           context_dim=self._encoder_feature_dim(), name=f"iaf_made_{i}")
+                           context_dim=self._encoder_feature_dim(), name=f"iaf_made_{i}",
+                           dtype="float32")
                 for i in range(fl.posterior_flow_length)]
 
     def _encoder_feature_dim(self):
@@ -202,6 +203,18 @@ class BaseModel(keras.Model):
         return dists.observation(raw, self.model_config.likelihood,
                                  self.model_config.objective.min_scale, self._decoder_flow())
 
+    def discretized_observation(self, z):
+        """The 8-bit discretisation of a Gaussian p(x|z) (AS-VAE Sec. 5.1), over integer
+        pixels 0..255; for evaluation of natural images in bits/dim."""
+        cfg = self.model_config
+        if cfg.likelihood != "gaussian" or self.decoder_flow_params is not None:
+            raise ValueError(
+                "The discretised likelihood needs a Gaussian p(x|z) without a flow. Received: "
+                f"likelihood={cfg.likelihood!r}, decoder_flow_length="
+                f"{cfg.flows.decoder_flow_length}.")
+        return dists.discretized_gaussian(self._decode_raw(z, training=False),
+                                          cfg.objective.min_scale)
+
     def _observation_from_raw(self, raw):
         return dists.observation(raw, self.model_config.likelihood,
                                  self.model_config.objective.min_scale, self._decoder_flow())
@@ -255,7 +268,7 @@ class BaseModel(keras.Model):
         flow).  AVB's black-box encoder: Monte-Carlo mean over ``ac_num_samples`` draws.
         """
         x = self._check_images(x)
-        seed = tf.constant([seed, 1], tf.int64)
+        seed = self._stateless_seed(seed, 1)
         loc, scale, h = self.encoder(x, training=False)
         loc, scale, h = (tf.cast(t, tf.float32) for t in (loc, scale, h))
         z, _ = self.sample_posterior(x, seed)
@@ -278,9 +291,19 @@ class BaseModel(keras.Model):
         """n images (decoder means) from z ~ p(z); deterministic for a given seed."""
         if not isinstance(n, (int, np.integer)) or n <= 0:
             raise ValueError(f"n must be a positive integer. Received: n={n!r}.")
-        z = tf.random.stateless_normal([int(n), self.model_config.latent_dim],
-                                       tf.constant([seed, 2], tf.int64))
-        return self.decode(z)
+        return self.decode(self._prior_codes(int(n), seed))
+
+    def _prior_codes(self, n, seed):
+        """The n codes z ~ p(z) that ``sample(n, seed)`` decodes (graph-safe: ``n`` and
+        ``seed`` may be scalar integer tensors)."""
+        shape = tf.stack([tf.cast(n, tf.int32), self.model_config.latent_dim])
+        return tf.random.stateless_normal(shape, self._stateless_seed(seed, 2))
+
+    @staticmethod
+    def _stateless_seed(seed, stream):
+        """[seed, stream] as a [2] int64 stateless seed; ``seed`` is a Python int or a
+        scalar integer tensor, so the public methods also trace into graphs (export)."""
+        return tf.stack([tf.cast(seed, tf.int64), tf.constant(stream, tf.int64)])
 
     def reconstruct(self, x, seed=0):
         """Images -> decoder mean at the posterior mean code."""
@@ -339,12 +362,18 @@ class BaseModel(keras.Model):
         optimizer = keras.optimizers.get(optimizer)
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
         self.disc_optimizer = keras.optimizers.get(disc_optimizer) if disc_optimizer else None
+        if (self.disc_optimizer is not None and self.dtype_policy.name == "mixed_float16"
+                and not isinstance(self.disc_optimizer, keras.optimizers.LossScaleOptimizer)):
+            # As super().compile() does for `optimizer`: float16 gradients need scaling.
+            self.disc_optimizer = keras.optimizers.LossScaleOptimizer(self.disc_optimizer)
         self.build_all()
         self.optimizer.build(self.generator_variables)
         if self.disc_optimizer is not None:
             self.disc_optimizer.build(self.discriminator_variables)
 
     def get_compile_config(self):
+        if not self.compiled:
+            return None
         return {
             "optimizer": keras.optimizers.serialize(self.optimizer),
             "disc_optimizer": (keras.optimizers.serialize(self.disc_optimizer)
@@ -387,6 +416,12 @@ class BaseModel(keras.Model):
         gen = objectives.reduce_loss(out["gen_loss"])
         disc = sum(objectives.reduce_loss(v) for v in out["disc_losses"].values()) \
             if out["disc_losses"] else None
+        # Loss scaling (a no-op unless an optimizer is a mixed_float16 LossScaleOptimizer,
+        # which unscales the gradients it receives).
+        if self.optimizer is not None:
+            gen = self.optimizer.scale_loss(gen)
+        if disc is not None and self.disc_optimizer is not None:
+            disc = self.disc_optimizer.scale_loss(disc)
         return gen, disc
 
     def _apply_update(self, optimizer, loss, tape, variables):
