@@ -35,3 +35,7 @@ def model_from_config(config, seed: int = 0):
 __all__ = ["ASVAE", "ASVAE_G", "ASVAE_R", "AVB", "AVB_AC", "BaseModel", "FlowConfig",
            "MODEL_KINDS", "ModelConfig", "NetworkConfig", "ObjectiveConfig", "PRESETS", "VAE",
            "build_model", "model_from_config", "preset_config"]
+
+from tf_asvae.export import ExportedModel, export_saved_model, load_exported  # noqa: E402
+
+__all__ += ["ExportedModel", "export_saved_model", "load_exported"]
