@@ -26,15 +26,9 @@ import tensorflow_datasets as tfds
 from tf_asvae import data as D
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = pathlib.Path(
-    os.environ.get("TF_ASVAE_TEST_MANUAL_DIR") or REPO.parent / "shared" / "data"
-)
-REAL_SETS = {"mnist": "mnist", "binarized_mnist": "binarized_mnist", "fashion_mnist": "fashion-mnist"}
-
-needs_real_files = pytest.mark.skipif(
-    not all((SHARED_DATA / sub).is_dir() for sub in REAL_SETS.values()),
-    reason=f"real data files not found under {SHARED_DATA}",
-)
+# The shared data location and the session fixtures tfds_data_dir / prepared live in
+# conftest.py (test_train.py uses them too).
+from conftest import REAL_SETS, SHARED_DATA, needs_real_files  # noqa: E402
 
 
 def _collect(ds):
@@ -51,32 +45,6 @@ def _offline(monkeypatch):
         pytest.fail(f"a test tried to reach {url}")
 
     monkeypatch.setattr(D, "_source_reachable", no_probe)
-
-
-@pytest.fixture(scope="session")
-def tfds_data_dir(tmp_path_factory):
-    keep = os.environ.get("TF_ASVAE_TEST_DATA_DIR")
-    if keep:
-        os.makedirs(keep, exist_ok=True)
-        return keep
-    return str(tmp_path_factory.mktemp("tfds_data"))
-
-
-@pytest.fixture(scope="session")
-def prepared(tfds_data_dir):
-    """Prepares a real data set once per session; returns a config factory."""
-    done = set()
-
-    def make(name, batch_size=100, **kwargs):
-        config = D.DataConfig(
-            name, batch_size, data_dir=tfds_data_dir, manual_dir=str(SHARED_DATA), **kwargs
-        )
-        if name not in done:
-            D.prepare(config)
-            done.add(name)
-        return config
-
-    return make
 
 
 @pytest.fixture()
