@@ -6,7 +6,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from tf_asvae.config import (FlowConfig, MODEL_KINDS, ModelConfig, NetworkConfig,
-                             ObjectiveConfig)
+                             ObjectiveConfig, TrainConfig)
 from tf_asvae.presets import PRESETS, preset_config
 from tf_asvae.models import (ASVAE, ASVAE_G, ASVAE_R, AVB, AVB_AC, MODEL_CLASSES,
                              BaseModel, VAE)
@@ -33,8 +33,8 @@ def model_from_config(config, seed: int = 0):
 
 
 __all__ = ["ASVAE", "ASVAE_G", "ASVAE_R", "AVB", "AVB_AC", "BaseModel", "FlowConfig",
-           "MODEL_KINDS", "ModelConfig", "NetworkConfig", "ObjectiveConfig", "PRESETS", "VAE",
-           "build_model", "model_from_config", "preset_config"]
+           "MODEL_KINDS", "ModelConfig", "NetworkConfig", "ObjectiveConfig", "PRESETS",
+           "TrainConfig", "VAE", "build_model", "model_from_config", "preset_config"]
 
 from tf_asvae.export import ExportedModel, export_saved_model, load_exported  # noqa: E402
 

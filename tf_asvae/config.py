@@ -270,3 +270,108 @@ def _to_jsonable(value):
     if isinstance(value, (list, tuple)):
         return [_to_jsonable(v) for v in value]
     return value
+
+
+# --------------------------------------------------------------------------------------
+# Training
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+MIXED_PRECISION = ("off", "auto", "float16", "bfloat16")
+
+
+def _check_optional_int(name: str, value: Any, minimum: int) -> None:
+    if value is not None:
+        _check_int(name, value, minimum)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained by ``trainers/train.py`` (the ``"training"`` entry of
+    ``RUN/config.json``).
+
+    epochs: passes of ``steps_per_epoch`` training steps, each followed by validation.
+    steps_per_epoch: training steps per epoch; ``None``: one pass over the training split.
+    validation_steps: validation batches per epoch; ``None``: the whole validation split.
+    learning_rate: Adam's learning rate for both players (paper: 1e-4, AS-VAE Sec. 5).
+    patience, min_delta, restore_best_weights: early stopping on ``val_reconstruction``
+      (the mean of the validation reconstruction losses of x and z, as in the paper);
+      an epoch improves on the best when it is lower by more than ``min_delta``;
+      training stops after ``patience`` epochs without improvement.
+    jit_compile: XLA-compile the training step.
+    mixed_precision: ``"off"``; ``"auto"`` (``mixed_float16`` on GPU, ``mixed_bfloat16``
+      on CPU/TPU); or the policy ``"float16"``/``"bfloat16"`` explicitly.  The networks
+      compute in the low precision; log-densities, logits and losses stay float32.
+    strategy: ``"default"`` (one device), ``"mirrored"`` (the local GPUs, or
+      ``num_devices`` logical CPUs) or ``"multiworker"`` (``TF_CONFIG`` cluster).
+    num_devices: devices of the mirrored strategy (``None``: every GPU, or one CPU).
+    max_train_examples: keep only the first examples of the training split.
+    backup_freq: ``"epoch"`` or a number of training steps between the
+      ``BackupAndRestore`` backups that let an interrupted run resume.
+    num_images: images in each logged grid of samples and of reconstructions (0: none).
+    save_png: also write the grids as PNG files under ``RUN/images/``.
+    """
+
+    epochs: int = 5
+    steps_per_epoch: int | None = 60
+    validation_steps: int | None = 10
+    learning_rate: float = 1e-4
+    patience: int = 3
+    min_delta: float = 0.0
+    restore_best_weights: bool = True
+    jit_compile: bool = False
+    mixed_precision: str = "off"
+    strategy: str = "default"
+    num_devices: int | None = None
+    max_train_examples: int | None = None
+    backup_freq: int | str = "epoch"
+    num_images: int = 64
+    save_png: bool = False
+
+    def __post_init__(self):
+        _check_int("epochs", self.epochs, 1)
+        _check_optional_int("steps_per_epoch", self.steps_per_epoch, 1)
+        _check_optional_int("validation_steps", self.validation_steps, 1)
+        _check_positive("learning_rate", self.learning_rate)
+        _check_int("patience", self.patience, 0)
+        _check_positive("min_delta", self.min_delta, allow_zero=True)
+        for name in ("restore_best_weights", "jit_compile", "save_png"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool. Received: {name}={getattr(self, name)!r}.")
+        _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_optional_int("num_devices", self.num_devices, 1)
+        if self.num_devices is not None and self.num_devices > 1 and self.strategy != "mirrored":
+            raise ValueError(
+                f"num_devices > 1 needs strategy='mirrored'. Received: num_devices="
+                f"{self.num_devices}, strategy={self.strategy!r}."
+            )
+        _check_optional_int("max_train_examples", self.max_train_examples, 1)
+        if self.backup_freq != "epoch":
+            if (not isinstance(self.backup_freq, int) or isinstance(self.backup_freq, bool)
+                    or self.backup_freq < 1):
+                raise ValueError(
+                    "backup_freq must be 'epoch' or a positive number of steps. "
+                    f"Received: backup_freq={self.backup_freq!r}."
+                )
+        _check_int("num_images", self.num_images, 0)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown TrainConfig fields: {unknown}. Expected: {sorted(known)}.")
+        return cls(**dict(data))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(text))

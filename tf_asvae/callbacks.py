@@ -1,0 +1,346 @@
+"""Keras callbacks of the training program: image grids, history, early stopping,
+resumable best-model tracking and chief-aware backups.
+
+``trainers/train.py`` puts them together; each also works on its own with
+``model.fit(..., callbacks=[...])`` for any :class:`tf_asvae.models.BaseModel`.
+
+* :class:`ImageGrid` writes ``tf.summary.image`` grids of ``model.sample(n, seed)``
+  and of ``model.reconstruct(x_val)`` (originals and reconstructions in alternating
+  rows) after every epoch, and optionally PNG files.
+* :func:`reconstruction_early_stopping` is ``keras.callbacks.EarlyStopping`` on
+  ``val_reconstruction``: the mean of the validation reconstruction losses of x and z
+  (AS-VAE Sec. 5: "early stopping is employed based on the average reconstruction loss
+  of x and z on validation sets").
+* :class:`HistoryWriter` keeps ``history.json`` up to date after every epoch, across
+  an interruption and resume.
+* :class:`ResumeBestState` gives ``ModelCheckpoint(save_best_only=True)`` and
+  ``EarlyStopping`` the best value, patience count and best weights of the epochs run
+  before an interruption (``BackupAndRestore`` restores weights and the epoch only).
+* :class:`RunBackup` is ``BackupAndRestore`` that restores before and saves after every
+  other callback, and can read a shared backup directory while writing its own (only
+  the chief of a multi-worker cluster writes the run directory).
+* :class:`SaveModel` saves the last model at the end of training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["MONITOR", "HistoryWriter", "ImageGrid", "ResumeBestState", "RunBackup",
+           "SaveModel", "image_grid", "read_history", "reconstruction_early_stopping",
+           "write_json_atomic"]
+
+#: The quantity watched by early stopping and by the best checkpoint.
+MONITOR = "val_reconstruction"
+
+
+def write_json_atomic(path, data) -> None:
+    """Writes ``data`` as JSON to ``path`` through a temporary file and a rename, so a
+    reader (or an interruption) never sees a half-written file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _initial_epoch(model) -> int:
+    # BackupAndRestore.on_train_begin sets this private attribute, which fit() reads.
+    return int(getattr(model, "_initial_epoch", None) or 0)
+
+
+# --------------------------------------------------------------------------------------
+# Image grids
+
+
+def image_grid(images, columns: int | None = None) -> np.ndarray:
+    """Tiles ``[N, H, W, C]`` images into one ``[rows * H, columns * W, C]`` image.
+
+    ``columns`` defaults to ``ceil(sqrt(N))``; missing cells are black. Values are
+    clipped to ``[0, 1]``.
+    """
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must have shape [N, H, W, C] with N >= 1. "
+                         f"Received: shape={images.shape}.")
+    n, h, w, c = images.shape
+    columns = columns or int(math.ceil(math.sqrt(n)))
+    if not isinstance(columns, int) or columns <= 0:
+        raise ValueError(f"columns must be a positive integer. Received: columns={columns!r}.")
+    rows = -(-n // columns)
+    padded = np.zeros((rows * columns, h, w, c), np.float32)
+    padded[:n] = images
+    grid = padded.reshape(rows, columns, h, w, c).transpose(0, 2, 1, 3, 4)
+    return grid.reshape(rows * h, columns * w, c)
+
+
+class ImageGrid(keras.callbacks.Callback):
+    """After each epoch, grids of samples and reconstructions to TensorBoard (and PNG).
+
+    Args:
+      images: validation images ``[N, H, W, C]`` in ``[0, 1]`` to reconstruct (the
+        first ``num_images`` are used; the same ones every epoch).
+      log_dir: TensorBoard directory of the image summaries (``None``: no summaries).
+      num_images: images per grid.
+      seed: seed of ``model.sample`` and ``model.reconstruct`` (fixed, so grids of
+        successive epochs show the same codes).
+      png_dir: if given, also writes ``epoch_0001_samples.png`` and
+        ``epoch_0001_reconstructions.png`` there.
+    """
+
+    def __init__(self, images, log_dir=None, num_images=64, seed=0, png_dir=None):
+        super().__init__()
+        if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1:
+            raise ValueError(f"num_images must be a positive integer. "
+                             f"Received: num_images={num_images!r}.")
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4:
+            raise ValueError(f"images must have shape [N, H, W, C]. "
+                             f"Received: shape={images.shape}.")
+        self.images = images[:num_images]
+        self.num_images = num_images
+        self.seed = int(seed)
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        self.png_dir = None if png_dir is None else os.fspath(png_dir)
+        self._writer = None
+
+    def grids(self):
+        """``{"samples": [H', W', C], "reconstructions": [H', W', C]}`` float32 arrays."""
+        samples = np.asarray(self.model.sample(self.num_images, seed=self.seed))
+        out = {"samples": image_grid(samples)}
+        if len(self.images):
+            recon = np.asarray(self.model.reconstruct(self.images, seed=self.seed))
+            # Alternating rows: originals, then their reconstructions.
+            columns = int(math.ceil(math.sqrt(len(self.images))))
+            rows = []
+            for start in range(0, len(self.images), columns):
+                for block in (self.images, recon):
+                    row = np.zeros((columns,) + block.shape[1:], np.float32)
+                    part = block[start:start + columns]
+                    row[:len(part)] = part
+                    rows.append(row)
+            out["reconstructions"] = image_grid(np.concatenate(rows), columns)
+        return out
+
+    def on_epoch_end(self, epoch, logs=None):
+        grids = self.grids()
+        if self.log_dir is not None:
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(self.log_dir)
+            with self._writer.as_default():
+                for name, grid in grids.items():
+                    tf.summary.image(name, grid[None], step=epoch, max_outputs=1)
+            self._writer.flush()
+        if self.png_dir is not None:
+            os.makedirs(self.png_dir, exist_ok=True)
+            for name, grid in grids.items():
+                png = tf.io.encode_png(tf.cast(tf.round(grid * 255.0), tf.uint8))
+                tf.io.write_file(
+                    os.path.join(self.png_dir, f"epoch_{epoch + 1:04d}_{name}.png"), png)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+# --------------------------------------------------------------------------------------
+# Early stopping, history and resuming
+
+
+def reconstruction_early_stopping(patience=3, min_delta=0.0, restore_best_weights=True,
+                                  verbose=0):
+    """``EarlyStopping`` on ``val_reconstruction`` (lower is better)."""
+    return keras.callbacks.EarlyStopping(monitor=MONITOR, mode="min", patience=patience,
+                                         min_delta=min_delta,
+                                         restore_best_weights=restore_best_weights,
+                                         verbose=verbose)
+
+
+def read_history(path) -> dict:
+    """``history.json`` as ``{"epoch": [...], metric: [...]}`` (empty if absent)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Writes ``{"epoch": [0, 1, ...], "loss": [...], "val_loss": [...], ...}`` to
+    ``path`` after every epoch.
+
+    On a resumed run (``BackupAndRestore`` earlier in the callback list) the epochs
+    already in the file before the resumed one are kept, so the file always covers
+    the whole run.
+    """
+
+    def __init__(self, path, read_path=None):
+        super().__init__()
+        self.path = os.fspath(path)
+        self.read_path = os.fspath(read_path) if read_path is not None else self.path
+        self.history = {}
+
+    def on_train_begin(self, logs=None):
+        start = _initial_epoch(self.model)
+        old = read_history(self.read_path)
+        keep = sum(1 for e in old.get("epoch", []) if e < start)
+        self.history = {k: list(v[:keep]) for k, v in old.items()} if start else {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        n = len(self.history.get("epoch", []))
+        self.history.setdefault("epoch", []).append(int(epoch))
+        for key, value in logs.items():
+            # A metric that appears late is padded with None for the earlier epochs.
+            self.history.setdefault(key, [None] * n).append(float(value))
+        write_json_atomic(self.path, self.history)
+
+
+class ResumeBestState(keras.callbacks.Callback):
+    """Restores best-model tracking after ``BackupAndRestore`` resumed a run.
+
+    Place it after ``BackupAndRestore``, ``ModelCheckpoint`` and ``EarlyStopping`` in
+    the callback list (their ``on_train_begin`` runs first).  From the history of the
+    epochs before the resumed one it sets ``checkpoint.best`` and the early stopping's
+    ``best``, ``best_epoch`` and ``wait``; with ``restore_best_weights`` the best
+    weights are read back from ``best_path`` (the best checkpoint).
+    """
+
+    def __init__(self, history_path, checkpoint=None, early_stopping=None, best_path=None,
+                 monitor=MONITOR):
+        super().__init__()
+        self.history_path = os.fspath(history_path)
+        self.checkpoint = checkpoint
+        self.early_stopping = early_stopping
+        self.best_path = None if best_path is None else os.fspath(best_path)
+        self.monitor = monitor
+        self.resumed_from = 0
+        self.stopped_before = False
+
+    def on_train_begin(self, logs=None):
+        start = self.resumed_from = _initial_epoch(self.model)
+        if not start:
+            return
+        history = read_history(self.history_path)
+        pairs = [(e, v) for e, v in zip(history.get("epoch", []),
+                                        history.get(self.monitor, []))
+                 if e < start and v is not None]
+        if not pairs:
+            return
+        # Replay the monitors' bookkeeping over the earlier epochs (mode "min": an
+        # improvement is lower than the best by more than |min_delta|).
+        es, cp = self.early_stopping, self.checkpoint
+        monitor = es if es is not None else cp
+        delta = abs(monitor.min_delta) if monitor is not None else 0.0
+        best, best_epoch, wait, stopped = None, 0, 0, False
+        for epoch, value in pairs:
+            wait += 1
+            if best is None or value + delta < best:
+                best, best_epoch, wait, stopped = value, epoch, 0, False
+            elif es is not None:
+                stopped = wait >= es.patience and epoch > 0
+        if cp is not None:
+            cp.best = best
+        if es is None:
+            return
+        es.best, es.best_epoch, es.wait = best, best_epoch, wait
+        if es.restore_best_weights and self.best_path and os.path.exists(self.best_path):
+            best_model = keras.saving.load_model(self.best_path, compile=False)
+            es.best_weights = best_model.get_weights()
+            del best_model
+        if stopped:
+            # Early stopping had fired before the interruption: train no further epoch
+            # (fit() reads the initial epoch after on_train_begin).
+            self.stopped_before = True
+            self.model._initial_epoch = self.params["epochs"]
+
+
+class RunBackup(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose restoring and saving halves sit at the two ends of
+    the callback list.
+
+    Put this callback *first* (its ``on_train_begin`` restores the weights, both
+    optimizers and the epoch before any other callback looks at them) and
+    ``self.saver`` *last* (a backup is written only after every other callback has
+    finished the epoch or step, so the history and the best checkpoint on disk are
+    never behind the backup).  The backup is kept at the end of training
+    (``delete_checkpoint=False``): the training program deletes it once the run's
+    outputs are complete.
+
+    Args:
+      backup_dir: where backups are written.
+      save_freq: ``"epoch"`` or a number of training steps.
+      restore_dir: where backups are read from (default ``backup_dir``); a non-chief
+        worker of a multi-worker cluster reads the chief's backup and writes its own.
+    """
+
+    def __init__(self, backup_dir, save_freq="epoch", restore_dir=None):
+        super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False)
+        self.restore_dir = os.fspath(restore_dir) if restore_dir is not None else None
+        self.saver = _BackupSaver(self)
+
+    def on_train_begin(self, logs=None):
+        if self.restore_dir is None:
+            return super().on_train_begin(logs)
+        write = (self._weights_path, self._training_metadata_path)
+        self._weights_path = os.path.join(self.restore_dir, os.path.basename(write[0]))
+        self._training_metadata_path = os.path.join(self.restore_dir,
+                                                    os.path.basename(write[1]))
+        try:
+            super().on_train_begin(logs)
+        finally:
+            self._weights_path, self._training_metadata_path = write
+
+    # Saving happens in ``self.saver``.
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+
+class _BackupSaver(keras.callbacks.Callback):
+    """The saving half of a :class:`RunBackup` (see there)."""
+
+    def __init__(self, backup):
+        super().__init__()
+        self.backup = backup
+
+    def on_epoch_end(self, epoch, logs=None):
+        keras.callbacks.BackupAndRestore.on_epoch_end(self.backup, epoch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        keras.callbacks.BackupAndRestore.on_train_batch_end(self.backup, batch, logs)
+
+
+class SaveModel(keras.callbacks.Callback):
+    """Saves the whole model to ``path`` (``.keras``) at the end of training, through a
+    temporary file and a rename.  Placed before ``EarlyStopping`` in the callback
+    list it saves the weights of the last epoch, before the best ones are restored."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = os.fspath(path)
+
+    def on_train_end(self, logs=None):
+        folder, name = os.path.split(os.path.abspath(self.path))
+        tmp = os.path.join(folder, f".partial-{name}")
+        self.model.save(tmp, overwrite=True)
+        os.replace(tmp, self.path)

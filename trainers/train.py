@@ -1,0 +1,692 @@
+"""The training program: ``python -m trainers.train`` (console script ``asvae-train``).
+
+With no arguments beyond the data location it trains AS-VAE on MNIST (the paper's
+architecture, a CPU-affordable budget) and exports a SavedModel::
+
+    python -m trainers.train --manual-dir ../shared/data/mnist
+
+A run directory ``RUN`` (``--run-dir``, default ``runs/<run-name>``) holds:
+
+* ``config.json``: ``{"model": ModelConfig.to_dict(), "data": DataConfig.to_dict(),
+  "training": TrainConfig.to_dict(), "seed": S, "package_version": ...,
+  "tensorflow_version": ...}``: everything needed to rebuild the model
+  (``tf_asvae.model_from_config(config["model"], seed=config["seed"])``);
+* ``history.json``: ``{"epoch": [...], "loss": [...], "val_reconstruction": [...], ...}``
+  over the whole run (kept across resumes);
+* ``best.keras``: the whole model at the epoch with the lowest ``val_reconstruction``
+  (``keras.callbacks.ModelCheckpoint(save_best_only=True)``; load it with
+  ``keras.saving.load_model`` after ``import tf_asvae``);
+* ``final.keras``: the model after the last epoch trained;
+* ``logs/``: TensorBoard (``train/`` and ``validation/`` scalars per epoch, ``images/``
+  grids of samples and reconstructions per epoch); ``images/`` PNG grids with ``--png``;
+* ``backup/``: ``BackupAndRestore`` state while the run is incomplete. Re-running the
+  same command after an interruption resumes from it; it is deleted when the run is
+  complete (re-running a complete run does nothing).
+
+At the end the model (best weights unless ``--no-restore-best-weights``) is exported as a
+SavedModel to ``EXPORT/<version>/`` (``--export-dir``, default
+``saved_models/<run-name>/``; integer versions as TF Serving expects).
+
+Every argument is validated before any work: a bad value (unknown model, data set or
+strategy, non-positive sizes, a run directory holding a different configuration) exits
+with status 2 and a message naming it, and nothing is written.  From Python,
+:func:`parse` raises ``ValueError`` and :func:`train` runs a :class:`RunSpec`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tf_asvae
+from tf_asvae import callbacks as cbs
+from tf_asvae import data as D
+from tf_asvae.config import (MIXED_PRECISION, MODEL_KINDS, STRATEGIES, ModelConfig,
+                             TrainConfig)
+from tf_asvae.presets import PRESETS, preset_config
+
+__all__ = ["DATASET_PRESETS", "DEFAULT_FLOW_LENGTH", "RunSpec", "TrainResult",
+           "build_parser", "check_run_dir", "main", "parse", "spec_from_args", "train"]
+
+#: Length of the planar flow on q(z|x) for presets that have one (the paper: 80).  An
+#: 80-layer flow takes about 3 minutes to compile on 2 CPU cores; 10 takes about 25 s.
+DEFAULT_FLOW_LENGTH = 10
+PAPER_FLOW_LENGTH = 80
+
+#: The architecture preset used for each data set unless ``--preset`` is given.
+DATASET_PRESETS = {
+    "mnist": "mnist",
+    "binarized_mnist": "binarized_mnist",
+    "fashion_mnist": "fashion_mnist",
+    "cifar10": "cifar10",
+    "imagenet64": "imagenet64",
+    "four_points": "synthetic",
+}
+
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
+BEST_FILE = "best.keras"
+FINAL_FILE = "final.keras"
+LOG_DIR = "logs"
+BACKUP_DIR = "backup"
+IMAGE_DIR = "images"
+# Written into backup/ once fit() has returned: a re-run then only finishes the outputs.
+FIT_DONE_FILE = "fit_done.json"
+
+# Keys of config.json that may differ between the runs of one run directory: versions
+# and where the data lives (moving the data does not change the experiment).
+_LOCATION_KEYS = {"data": ("data_dir", "manual_dir", "cache")}
+_VERSION_KEYS = ("package_version", "tensorflow_version")
+
+
+# --------------------------------------------------------------------------------------
+# Arguments
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """A validated training job: the three configs, the seed and where outputs go."""
+
+    model: ModelConfig
+    data: D.DataConfig
+    training: TrainConfig
+    seed: int
+    run_name: str
+    run_dir: str
+    export_dir: str | None  # None: no export (--no-export)
+    verbose: int = 1
+
+    def config_dict(self) -> dict:
+        """The content of ``RUN/config.json``."""
+        return {
+            "model": self.model.to_dict(),
+            "data": self.data.to_dict(),
+            "training": self.training.to_dict(),
+            "seed": self.seed,
+            "package_version": tf_asvae.__version__,
+            "tensorflow_version": tf.__version__,
+        }
+
+
+def _steps(text: str) -> int | None:
+    if text.strip().lower() in ("all", "full", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or 'all'. Received: {text!r}") from None
+
+
+def _backup_freq(text: str) -> int | str:
+    if text.strip().lower() == "epoch":
+        return "epoch"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'epoch' or a positive number of steps. Received: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="asvae-train",
+        description=(
+            "Train AS-VAE, AVB or a VAE with fit(): progress bar, TensorBoard logs and "
+            "image grids, best checkpoint and early stopping on the validation "
+            "reconstruction of x and z, resume after an interruption, SavedModel export. "
+            "Without arguments: AS-VAE on MNIST with the paper's architecture and Adam "
+            f"(lr 1e-4) on a CPU budget of {defaults.epochs} epochs x "
+            f"{defaults.steps_per_epoch} steps of 64 images and a {DEFAULT_FLOW_LENGTH}-layer "
+            f"planar flow on q(z|x) (the paper: {PAPER_FLOW_LENGTH} layers and training "
+            "to convergence); a few minutes on 2 CPU cores."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default="asvae", choices=MODEL_KINDS,
+                       help="model kind")
+    group.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                       help="architecture preset (default: the data set's; "
+                            f"{DATASET_PRESETS})")
+    group.add_argument("--latent-dim", type=int, default=None,
+                       help="latent size (default: the preset's, 64 for MNIST)")
+    group.add_argument("--flow-length", type=int, default=None,
+                       help=f"layers of the planar flow on q(z|x); 0: none (default: "
+                            f"{DEFAULT_FLOW_LENGTH} where the preset has a flow; the paper's "
+                            f"MNIST value is {PAPER_FLOW_LENGTH}, which compiles for minutes "
+                            "on a CPU; not for AVB, whose encoder is a black box)")
+    group.add_argument("--seed", type=int, default=0,
+                       help="seed of the weights and of the model's noise (and of the "
+                            "data pipeline unless --data-seed is given)")
+
+    D.add_data_flags(parser)
+    parser.set_defaults(batch_size=64, data_seed=None)
+
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=defaults.epochs)
+    group.add_argument("--steps-per-epoch", type=_steps, default=defaults.steps_per_epoch,
+                       help="training steps per epoch, or 'all' for one pass over the data")
+    group.add_argument("--validation-steps", type=_steps, default=defaults.validation_steps,
+                       help="validation batches per epoch, or 'all' for the whole split")
+    group.add_argument("--max-train-examples", type=int, default=None,
+                       help="keep only the first N training examples")
+    group.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                       help="Adam learning rate of both players (paper: 1e-4)")
+    group.add_argument("--patience", type=int, default=defaults.patience,
+                       help="epochs without improvement of val_reconstruction before "
+                            "early stopping")
+    group.add_argument("--min-delta", type=float, default=defaults.min_delta,
+                       help="smallest decrease of val_reconstruction that counts as an "
+                            "improvement")
+    group.add_argument("--no-restore-best-weights", dest="restore_best_weights",
+                       action="store_false",
+                       help="export the last weights instead of the best ones")
+    group.add_argument("--jit-compile", action="store_true", help="XLA-compile the steps")
+    group.add_argument("--mixed-precision", nargs="?", const="auto", default="off",
+                       choices=MIXED_PRECISION,
+                       help="networks in mixed_float16 (GPU) / mixed_bfloat16 (CPU, TPU) "
+                            "with --mixed-precision, or the named policy; log-densities, "
+                            "logits and losses stay float32")
+    group.add_argument("--strategy", default="default", choices=STRATEGIES,
+                       help="tf.distribute strategy")
+    group.add_argument("--num-devices", type=int, default=None,
+                       help="devices of the mirrored strategy (GPUs, or the CPU split "
+                            "into N logical devices); default: every GPU, or one CPU")
+    group.add_argument("--backup-freq", type=_backup_freq, default=defaults.backup_freq,
+                       help="'epoch' or a number of steps between resumable backups")
+    group.add_argument("--num-images", type=int, default=defaults.num_images,
+                       help="images per logged grid of samples / reconstructions (0: none)")
+    group.add_argument("--png", dest="save_png", action="store_true",
+                       help="also write the image grids as PNG files in RUN/images/")
+
+    group = parser.add_argument_group("outputs")
+    group.add_argument("--run-name", default=None,
+                       help="name of the run (default: <model>_<dataset>)")
+    group.add_argument("--run-dir", default=None, help="run directory (default: runs/<run-name>)")
+    group.add_argument("--export-dir", default=None,
+                       help="SavedModel destination; versions go in <export-dir>/<int>/ "
+                            "(default: saved_models/<run-name>)")
+    group.add_argument("--no-export", dest="export", action="store_false",
+                       help="do not export a SavedModel")
+    group.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                       help="0: silent, 1: progress bar, 2: one line per epoch")
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """Validates parsed arguments into a :class:`RunSpec` (ValueError naming any bad
+    value).  Pure Python: touches neither TensorFlow devices nor the disk."""
+    if args.model not in MODEL_KINDS:
+        raise ValueError(f"Unknown model: Received: model={args.model!r}. "
+                         f"Expected one of {MODEL_KINDS}.")
+    if args.dataset not in D.DATASETS:
+        raise ValueError(f"Unknown dataset: Received: dataset={args.dataset!r}. "
+                         f"Expected one of {tuple(sorted(D.DATASETS))}.")
+    if not isinstance(args.seed, int) or args.seed < 0:
+        raise ValueError(f"seed must be an integer >= 0. Received: seed={args.seed!r}.")
+    preset = args.preset or DATASET_PRESETS[args.dataset]
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset: Received: preset={preset!r}. "
+                         f"Expected one of {tuple(PRESETS)}.")
+    data_shape = tuple(D.DATASETS[args.dataset].image_shape)
+    if tuple(PRESETS[preset].image_shape) != data_shape:
+        fitting = [p for p, c in PRESETS.items() if tuple(c.image_shape) == data_shape]
+        raise ValueError(
+            f"preset={preset!r} is for {tuple(PRESETS[preset].image_shape)} images but "
+            f"dataset={args.dataset!r} has {data_shape}. Expected a preset among {fitting}.")
+
+    overrides: dict[str, Any] = {}
+    if args.latent_dim is not None:
+        overrides["latent_dim"] = args.latent_dim
+    avb = args.model.startswith("avb")
+    flow_length = args.flow_length
+    if flow_length is None and not avb and PRESETS[preset].flows.posterior_flow == "planar":
+        flow_length = DEFAULT_FLOW_LENGTH
+    if flow_length is not None:
+        if not isinstance(flow_length, int) or flow_length < 0:
+            raise ValueError(f"flow_length must be an integer >= 0. "
+                             f"Received: flow_length={flow_length!r}.")
+        if avb and flow_length:
+            raise ValueError(
+                f"model={args.model!r} has a black-box (noise-input) encoder without a "
+                f"posterior flow. Received: flow_length={flow_length}; expected 0 or none.")
+        if not avb:
+            kind = PRESETS[preset].flows.posterior_flow
+            overrides["posterior_flow"] = ("none" if flow_length == 0
+                                           else ("planar" if kind == "none" else kind))
+            overrides["posterior_flow_length"] = flow_length
+    model = preset_config(args.model, preset, **overrides)
+
+    data_args = argparse.Namespace(**vars(args))
+    if data_args.data_seed is None:
+        data_args.data_seed = args.seed
+    data = D.data_config_from_flags(data_args)
+
+    training = TrainConfig(
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        validation_steps=args.validation_steps,
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        min_delta=args.min_delta,
+        restore_best_weights=args.restore_best_weights,
+        jit_compile=args.jit_compile,
+        mixed_precision=args.mixed_precision,
+        strategy=args.strategy,
+        num_devices=args.num_devices,
+        max_train_examples=args.max_train_examples,
+        backup_freq=args.backup_freq,
+        num_images=args.num_images,
+        save_png=args.save_png,
+    )
+    train_examples = min(D.num_examples(data, "train"),
+                         training.max_train_examples or math.inf)
+    if train_examples < data.batch_size:
+        raise ValueError(
+            f"The training set has {train_examples} examples, fewer than one batch. "
+            f"Received: batch_size={data.batch_size}, max_train_examples="
+            f"{training.max_train_examples}, max_examples={data.max_examples}.")
+    if training.num_devices and data.batch_size % training.num_devices:
+        raise ValueError(
+            "The global batch size must be divisible by the number of devices. "
+            f"Received: batch_size={data.batch_size}, num_devices={training.num_devices}.")
+
+    run_name = args.run_name or f"{args.model}_{args.dataset}"
+    if not run_name or os.sep in run_name or run_name in (".", ".."):
+        raise ValueError(f"run_name must be a plain file name. Received: run_name={run_name!r}.")
+    run_dir = args.run_dir or os.path.join("runs", run_name)
+    export_dir = (args.export_dir or os.path.join("saved_models", run_name)) \
+        if args.export else None
+    for name, path in (("run_dir", run_dir), ("export_dir", export_dir)):
+        if path is not None and os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"{name} exists and is not a directory. Received: {name}={path!r}.")
+    return RunSpec(model=model, data=data, training=training, seed=args.seed,
+                   run_name=run_name, run_dir=os.fspath(run_dir),
+                   export_dir=None if export_dir is None else os.fspath(export_dir),
+                   verbose=args.verbose)
+
+
+def parse(argv=None) -> RunSpec:
+    """Command-line arguments -> :class:`RunSpec` (ValueError on a bad value;
+    argparse's own errors, such as an unknown choice, exit with status 2)."""
+    return spec_from_args(build_parser().parse_args(argv))
+
+
+# --------------------------------------------------------------------------------------
+# The run directory
+
+
+def _comparable(config: dict) -> dict:
+    config = {k: v for k, v in config.items() if k not in _VERSION_KEYS}
+    for section, keys in _LOCATION_KEYS.items():
+        if isinstance(config.get(section), dict):
+            config[section] = {k: v for k, v in config[section].items() if k not in keys}
+    return json.loads(json.dumps(config))  # tuples -> lists, as stored
+
+
+def _differences(old, new, prefix=""):
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key, "<absent>"), new.get(key, "<absent>"),
+                                f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix[:-1]}: {old!r} in the directory, {new!r} requested"]
+
+
+def check_run_dir(spec: RunSpec) -> str:
+    """The state of ``spec.run_dir``: ``"new"`` (absent or empty), ``"restart"`` (same
+    configuration, nothing to resume from), ``"resume"`` (a backup exists) or
+    ``"complete"``.  Raises ValueError if it holds another configuration or is not a
+    run directory.  Reads only."""
+    run_dir = spec.run_dir
+    if not os.path.exists(run_dir) or (os.path.isdir(run_dir) and not os.listdir(run_dir)):
+        return "new"
+    if not os.path.isdir(run_dir):
+        raise ValueError(f"run_dir exists and is not a directory. Received: run_dir={run_dir!r}.")
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"run_dir {run_dir!r} exists and is not a tf_asvae run directory (no "
+            f"{CONFIG_FILE}); choose another --run-dir or --run-name.")
+    try:
+        with open(path) as f:
+            existing = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"Cannot read {path!r}: {e}") from e
+    diffs = _differences(_comparable(existing), _comparable(spec.config_dict()))
+    if diffs:
+        raise ValueError(
+            f"run_dir {run_dir!r} holds a run with a different configuration: "
+            + "; ".join(diffs)
+            + ". Re-run with the same arguments to resume it, or choose another --run-dir "
+              "or --run-name.")
+    backup = os.path.join(run_dir, BACKUP_DIR)
+    if os.path.isdir(backup) and os.listdir(backup):
+        return "resume"
+    if os.path.exists(os.path.join(run_dir, FINAL_FILE)):
+        return "complete"
+    return "restart"
+
+
+def _create_run_dir(spec: RunSpec) -> None:
+    """Creates ``spec.run_dir`` holding ``config.json`` in one rename."""
+    run_dir = os.path.abspath(spec.run_dir)
+    parent = os.path.dirname(run_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(run_dir)}.partial-", dir=parent)
+    try:
+        cbs.write_json_atomic(os.path.join(tmp, CONFIG_FILE), spec.config_dict())
+        if os.path.isdir(run_dir):
+            os.rmdir(run_dir)  # empty (check_run_dir said "new")
+        os.rename(tmp, run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------
+# Devices, precision, strategies
+
+
+def configure_devices(training: TrainConfig) -> None:
+    """Splits the CPU into ``num_devices`` logical devices for a mirrored strategy
+    without GPUs.  Must run before TensorFlow initialises its devices."""
+    n = training.num_devices
+    if training.strategy != "mirrored" or not n or n == 1:
+        return
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        if n > len(gpus):
+            raise ValueError(f"num_devices={n} but this machine has {len(gpus)} GPUs. "
+                             f"Received: num_devices={n}.")
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current is not None and len(current) == n:
+        return
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
+    except RuntimeError as e:
+        raise RuntimeError(
+            f"num_devices={n} splits the CPU into logical devices, which must happen "
+            f"before TensorFlow initialises its devices (run in a fresh process): {e}") from e
+
+
+def precision_policy(training: TrainConfig) -> str:
+    """The Keras dtype policy of ``training.mixed_precision``."""
+    mode = training.mixed_precision
+    if mode == "off":
+        return "float32"
+    if mode == "auto":
+        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    return f"mixed_{mode}"
+
+
+def make_strategy(training: TrainConfig) -> tf.distribute.Strategy:
+    if training.strategy == "default":
+        return tf.distribute.get_strategy()
+    if training.strategy == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        n = training.num_devices or len(gpus)
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(n)])
+    n = training.num_devices or 1
+    return tf.distribute.MirroredStrategy(
+        [f"/cpu:{i}" for i in range(n)], cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run directory and the export (TF's multi-worker
+    guide: the ``chief``, or worker 0 of a cluster without one; always true outside a
+    multi-worker cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type == "chief":
+        return True
+    return (task_type == "worker" and task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
+
+
+# --------------------------------------------------------------------------------------
+# Training
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` did.  ``status``: ``"trained"``, ``"resumed"`` or
+    ``"complete"`` (the run directory was already complete; nothing was done)."""
+
+    status: str
+    run_dir: str
+    history: dict
+    initial_epoch: int = 0
+    export_path: str | None = None
+    model: Any = None
+
+
+def _check_export_available() -> None:
+    try:
+        from tf_asvae.export import export_saved_model  # noqa: F401
+    except ImportError as e:
+        raise ValueError(
+            f"SavedModel export is not available ({e}); pass --no-export to train "
+            "without exporting.") from e
+
+
+def _export(model, export_dir, spec: RunSpec, history: dict):
+    from tf_asvae.export import export_saved_model
+
+    values = [v for v in history.get(cbs.MONITOR, []) if v is not None]
+    metadata = dict(
+        dataset=spec.data.name,
+        run_name=spec.run_name,
+        run_dir=os.path.abspath(spec.run_dir),
+        weights="best" if spec.training.restore_best_weights else "last",
+        epochs_trained=len(history.get("epoch", [])),
+        best_val_reconstruction=min(values) if values else None,
+        run_config=spec.config_dict(),  # RUN/config.json
+    )
+    return export_saved_model(model, export_dir, metadata=metadata)
+
+
+def _validation_images(data: D.DataConfig, n: int) -> np.ndarray:
+    """The first ``n`` validation images (those of the reconstruction grids)."""
+    data = dataclasses.replace(data, max_examples=min(data.max_examples or math.inf, n),
+                               cache=False)
+    return np.concatenate([np.asarray(x) for x in D.load_split(data, "validation",
+                                                                  training=False)])
+
+
+def train(spec: RunSpec, callbacks=()) -> TrainResult:
+    """Runs (or resumes, or finds complete) the training job ``spec``.
+
+    ``callbacks`` are added to the program's own, after them and before the backup
+    saver.  Raises ValueError (before writing anything) on an incompatible run
+    directory, a batch that does not split over the replicas, or unavailable data.
+    """
+    state = check_run_dir(spec)
+    history_path = os.path.join(spec.run_dir, HISTORY_FILE)
+    if state == "complete":
+        if spec.verbose:
+            print(f"Run {spec.run_dir!r} is already complete; nothing to do. "
+                  "Choose another --run-dir to train again.")
+        return TrainResult("complete", spec.run_dir, cbs.read_history(history_path))
+    training = spec.training
+    configure_devices(training)  # before anything might start TensorFlow's runtime
+    if spec.export_dir is not None:
+        _check_export_available()
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision_policy(training))
+    try:
+        return _train(spec, state, callbacks)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(spec: RunSpec, state: str, extra_callbacks) -> TrainResult:
+    training, data = spec.training, spec.data
+    strategy = make_strategy(training)
+    D.per_replica_batch_size(data.batch_size, strategy.num_replicas_in_sync)
+    chief = is_chief(strategy)
+
+    # Data first: a missing or corrupt data set fails before anything is written.
+    train_data = data
+    if training.max_train_examples is not None:
+        train_data = dataclasses.replace(
+            data, max_examples=min(data.max_examples or math.inf, training.max_train_examples))
+    steps = training.steps_per_epoch or D.steps_per_epoch(train_data, "train")
+    # validation_steps batches: the first validation_steps * batch_size examples, read
+    # whole on every validation (a pipeline cut short would not fill its cache).
+    n_val = D.num_examples(data, "validation")
+    if training.validation_steps is not None:
+        n_val = min(n_val, training.validation_steps * data.batch_size)
+    if training.strategy != "default":
+        # A distributed pipeline has no known length: Keras needs validation_steps and
+        # then keeps one iterator across epochs, so the pipeline repeats and holds whole
+        # global batches only (each validation is then exactly one pass, and no replica
+        # is left without examples by a partial last batch).
+        n_val -= n_val % data.batch_size
+        if not n_val:
+            raise ValueError(
+                f"Under strategy={training.strategy!r} the validation set needs at least "
+                f"one whole batch. Received: batch_size={data.batch_size}, "
+                f"max_examples={data.max_examples}.")
+        val_data = dataclasses.replace(data, max_examples=n_val)
+        val_steps = n_val // data.batch_size
+        train_ds = D.distributed_dataset(strategy, train_data, "train", True, repeat=True)
+        val_ds = D.distributed_dataset(strategy, val_data, "validation", False, repeat=True)
+    else:
+        # One pass of known length per validation.
+        val_data = dataclasses.replace(data, max_examples=n_val)
+        val_steps = None
+        train_ds = D.load_split(train_data, "train", training=True, repeat=True)
+        val_ds = D.load_split(val_data, "validation", training=False)
+    grid_images = _validation_images(data, training.num_images) if training.num_images else None
+
+    keras.utils.set_random_seed(spec.seed)
+    with strategy.scope():
+        model = tf_asvae.model_from_config(spec.model, seed=spec.seed)
+        model.compile(learning_rate=training.learning_rate, jit_compile=training.jit_compile)
+
+    # Outputs: the chief writes the run directory; other workers a temporary one.
+    if chief:
+        if state == "new":
+            _create_run_dir(spec)
+        out_dir = spec.run_dir
+    else:
+        out_dir = tempfile.mkdtemp(prefix="asvae-worker-")
+    try:
+        result = _fit_and_finish(spec, state, model, out_dir, train_ds, val_ds, steps,
+                                 val_steps, grid_images, extra_callbacks, chief)
+    finally:
+        if not chief:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    return result
+
+
+def _fit_and_finish(spec, state, model, out_dir, train_ds, val_ds, steps, val_steps,
+                    grid_images, extra_callbacks, chief) -> TrainResult:
+    training = spec.training
+    path = lambda name: os.path.join(out_dir, name)  # noqa: E731
+    shared = lambda name: os.path.join(spec.run_dir, name)  # noqa: E731  (chief's files)
+    backup_dir = path(BACKUP_DIR)
+    done_path = os.path.join(backup_dir, FIT_DONE_FILE)
+    fit_done = chief and os.path.exists(done_path)
+
+    if fit_done:
+        # Interrupted after training, while writing the outputs: finish them.
+        with open(done_path) as f:
+            initial_epoch = json.load(f)["initial_epoch"]
+        source = shared(BEST_FILE) if (training.restore_best_weights
+                                       and os.path.exists(shared(BEST_FILE))) \
+            else shared(FINAL_FILE)
+        model.load_weights(source)
+        status = "resumed"
+    else:
+        backup = cbs.RunBackup(backup_dir, save_freq=training.backup_freq,
+                               restore_dir=None if chief else shared(BACKUP_DIR))
+        checkpoint = keras.callbacks.ModelCheckpoint(
+            path(BEST_FILE), monitor=cbs.MONITOR, mode="min", save_best_only=True)
+        # The best epoch in early stopping's sense, so that best.keras is the model
+        # whose weights EarlyStopping restores (and the export).
+        checkpoint.min_delta = abs(training.min_delta)
+        early_stopping = cbs.reconstruction_early_stopping(
+            training.patience, training.min_delta, training.restore_best_weights,
+            verbose=1 if spec.verbose else 0)
+        resume = cbs.ResumeBestState(shared(HISTORY_FILE), checkpoint, early_stopping,
+                                     best_path=shared(BEST_FILE))
+        callbacks = [
+            backup,                                          # restores first
+            cbs.HistoryWriter(path(HISTORY_FILE), read_path=shared(HISTORY_FILE)),
+            checkpoint,
+            cbs.SaveModel(path(FINAL_FILE)),                 # last weights, before ES
+            early_stopping,                                  # restores the best weights
+            resume,
+            keras.callbacks.TensorBoard(path(LOG_DIR), write_graph=False),
+        ]
+        if grid_images is not None:
+            callbacks.append(cbs.ImageGrid(
+                grid_images, os.path.join(path(LOG_DIR), "images"), training.num_images,
+                seed=spec.seed, png_dir=path(IMAGE_DIR) if training.save_png else None))
+        callbacks += list(extra_callbacks) + [backup.saver]  # backs up last
+
+        if spec.verbose:
+            print(f"Training {spec.model.kind} ({spec.model.preset} preset) on "
+                  f"{spec.data.name} into {os.path.abspath(spec.run_dir)}")
+        model.fit(train_ds, epochs=training.epochs, steps_per_epoch=steps,
+                  validation_data=val_ds, validation_steps=val_steps,
+                  callbacks=callbacks, verbose=spec.verbose)
+        initial_epoch = resume.resumed_from
+        status = "resumed" if state == "resume" else "trained"
+        if chief:
+            os.makedirs(backup_dir, exist_ok=True)
+            cbs.write_json_atomic(done_path, {"initial_epoch": initial_epoch})
+
+    history = cbs.read_history(path(HISTORY_FILE))
+    export_path = None
+    if spec.export_dir is not None:
+        export_dir = spec.export_dir if chief else path("export")
+        export_path = os.fspath(_export(model, export_dir, spec, history))
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    if spec.verbose and chief:
+        print(f"Run directory: {os.path.abspath(spec.run_dir)}")
+        if export_path is not None:
+            print(f"Exported SavedModel: {os.path.abspath(export_path)}")
+    return TrainResult(status, spec.run_dir, history, initial_epoch,
+                       export_path if chief else None, model)
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        spec = spec_from_args(args)
+        train(spec)
+    except ValueError as e:  # includes tf_asvae.data.DataError
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
