@@ -20,6 +20,7 @@ from tf_asvae.flows import (
     MADE,
     PlanarFlow,
     PlanarFlowParameters,
+    PlanarFlowStack,
     iaf_bijector,
     planar_flow_chain,
 )
@@ -236,7 +237,7 @@ def test_planar_chain_log_det_matches_jacobian(amortized):
     shape = (length, batch) if amortized else (length,)
     u, w, b = random_planar_params(rng, shape, dim, scale=2.0)
     flow = planar_flow_chain(u, w, b)
-    assert len(flow.bijectors) == length
+    assert isinstance(flow, PlanarFlowStack) and flow.length == length
     # Layer 0 is applied first.
     x = rng.normal(size=(batch, dim))
     manual = tf.constant(x)
@@ -284,6 +285,162 @@ def test_transformed_distribution_planar_784_dims():
 
 
 # ---------------------------------------------------------------------------
+# PlanarFlowStack: one loop over the layers, equal to the unrolled chain
+# ---------------------------------------------------------------------------
+
+
+def _outputs_and_gradients(unrolled, x, y, u, w, b, r):
+    """Forward and fldj at x, inverse and ildj at y, and the gradients of a random
+    linear functional of all four w.r.t. (x, y, u, w, b)."""
+    with tf.GradientTape() as tape:
+        tape.watch([x, y, u, w, b])
+        flow = planar_flow_chain(u, w, b, unrolled=unrolled)
+        outputs = [
+            flow.forward(x),
+            flow.forward_log_det_jacobian(x, event_ndims=1),
+            flow.inverse(y),
+            flow.inverse_log_det_jacobian(y, event_ndims=1),
+        ]
+        objective = sum(tf.reduce_sum(o * ri) for o, ri in zip(outputs, r))
+    return outputs, tape.gradient(objective, [x, y, u, w, b])
+
+
+@pytest.mark.parametrize(
+    "length, amortized", [(1, False), (1, True), (3, False), (3, True), (80, True)]
+)
+def test_planar_stack_matches_unrolled_chain(length, amortized):
+    """Values and gradients of the one-loop stack equal those of the chain of K
+    PlanarFlow. Eager for K = 1, 3; for K = 80 (the paper's length) the stack
+    runs in a tf.function against the eager chain (an 80-layer graph would take
+    long to trace)."""
+    rng = np.random.default_rng(40 + length)
+    dim, batch = 5, 3
+    u, w, b = random_planar_params(rng, (length, batch) if amortized else (length,), dim,
+                                   scale=2.0 if length < 80 else 1.0)
+    # Samples [S, B, D] against per-example [K, B, D] parameters; [B, D] when shared.
+    shape = (2, batch, dim) if amortized else (batch, dim)
+    x = rng.normal(size=shape)
+    y = rng.normal(size=shape) * 2.0
+    stack = planar_flow_chain(u, w, b)
+    chain = planar_flow_chain(u, w, b, unrolled=True)
+    assert isinstance(stack, PlanarFlowStack) and stack.length == length
+    assert len(chain.bijectors) == length  # a tfb.Chain of PlanarFlow, last layer first
+    assert all(isinstance(f, PlanarFlow) for f in chain.bijectors)
+    assert stack.experimental_batch_shape() == ([batch] if amortized else [])
+    r = [tf.constant(rng.normal(size=shape)), tf.constant(rng.normal(size=shape[:-1]))] * 2
+    args = [tf.constant(a) for a in (x, y, u, w, b)]
+    stack_fn = _outputs_and_gradients if length < 80 else tf.function(_outputs_and_gradients)
+    stack_out, stack_grads = stack_fn(False, *args, r)
+    chain_out, chain_grads = _outputs_and_gradients(True, *(fresh(a) for a in args), r)
+    for name, a, e in zip(["forward", "fldj", "inverse", "ildj"], stack_out, chain_out):
+        assert a.shape == e.shape == (shape if name in ("forward", "inverse") else shape[:-1])
+        np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12, err_msg=name)
+    for name, a, e in zip(["x", "y", "u", "w", "b"], stack_grads, chain_grads):
+        assert a is not None and np.all(np.isfinite(a)), name
+        np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-10, err_msg=name)
+    np.testing.assert_allclose(stack.forward(stack.inverse(fresh(y))), y, atol=1e-10)
+
+
+def _graph_size(concrete_function):
+    """Nodes of a traced function, its function library included."""
+    graph_def = concrete_function.graph.as_graph_def()
+    return len(graph_def.node) + sum(len(f.node_def) for f in graph_def.library.function)
+
+
+def test_planar_stack_in_tf_function_and_xla_with_gradients():
+    rng = np.random.default_rng(41)
+    batch, dim = 3, 4
+
+    def run(x, y, u, w, b):
+        with tf.GradientTape() as tape:
+            tape.watch([x, y, u, w, b])
+            flow = PlanarFlowStack(u, w, b, inverse_iterations=40)
+            base = tfd.MultivariateNormalDiag(loc=tf.zeros([batch, dim], tf.float64))
+            dist = tfd.TransformedDistribution(base, flow)
+            z = flow.forward(x)
+            objective = (tf.reduce_sum(z) + tf.reduce_sum(dist.log_prob(z))
+                         + tf.reduce_sum(dist.log_prob(y)))
+        return objective, tape.gradient(objective, [x, y, u, w, b])
+
+    graph, xla = tf.function(run), tf.function(run, jit_compile=True)
+    sizes = []
+    for length in (2, 5):
+        params = [tf.constant(p) for p in random_planar_params(rng, (length, batch), dim, 2.0)]
+        x = tf.constant(rng.normal(size=(2, batch, dim)))
+        y = tf.constant(rng.normal(size=(2, batch, dim)) * 2.0)
+        sizes.append(_graph_size(graph.get_concrete_function(x, y, *params)))
+        eager = run(x, y, *params)
+        for compiled in (graph, xla) if length == 5 else (graph,):
+            out = compiled(x, y, *params)
+            for a, e in zip(tf.nest.flatten(out), tf.nest.flatten(eager)):
+                np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-10)
+    # One loop per direction: the graph (gradient included) does not grow with K.
+    assert sizes[0] == sizes[1]
+
+
+def test_planar_stack_solves_each_direction_once(monkeypatch):
+    calls = []
+    run = PlanarFlowStack._run
+
+    def counting_run(self, value, reverse):
+        calls.append("inverse" if reverse else "forward")
+        return run(self, value, reverse)
+
+    monkeypatch.setattr(PlanarFlowStack, "_run", counting_run)
+    rng = np.random.default_rng(42)
+    length, batch, dim = 4, 3, 5
+    flow = planar_flow_chain(*random_planar_params(rng, (length, batch), dim, 2.0))
+    base = tfd.MultivariateNormalDiag(loc=tf.zeros([batch, dim], tf.float64))
+    dist = tfd.TransformedDistribution(base, flow)
+    # The cache holds outputs weakly: keep them alive, as a graph does.
+    z = fresh(rng.normal(size=(2, batch, dim)))
+    x = flow.inverse(z)  # solves the roots and the log-det in one loop
+    flow.inverse_log_det_jacobian(z, 1)
+    dist.log_prob(z)
+    flow.forward_log_det_jacobian(x, 1)
+    flow.forward(x)
+    assert calls == ["inverse"]
+    x = fresh(rng.normal(size=(batch, dim)))
+    y = flow.forward(x)
+    flow.forward_log_det_jacobian(x, 1)
+    flow.inverse_log_det_jacobian(y, 1)
+    flow.inverse(y)
+    assert calls == ["inverse", "forward"]
+    flow.forward_log_det_jacobian(fresh(x), 1)  # a log-det alone: one loop
+    assert calls == ["inverse", "forward", "forward"]
+
+    @tf.function
+    def log_det_then_forward(x):  # the log-det's loop also caches forward(x)
+        return flow.forward_log_det_jacobian(x, 1), flow.forward(x)
+
+    log_det_then_forward(x)
+    assert calls == ["inverse", "forward", "forward", "forward"]
+
+
+def test_planar_stack_batch_shapes_and_broadcasting():
+    rng = np.random.default_rng(43)
+    length, batch, dim = 3, 4, 5
+    u, w, _ = random_planar_params(rng, (length, batch), dim)
+    b = rng.normal(size=(length, 1))  # broadcasts against [K, B]
+    flow = PlanarFlowStack(u, w, b)
+    assert flow.experimental_batch_shape() == [batch]
+    assert flow.experimental_batch_shape(x_event_ndims=2) == []
+    np.testing.assert_array_equal(flow.experimental_batch_shape_tensor(), [batch])
+    chain = flow.unrolled()
+    x = rng.normal(size=(dim,))  # broadcasts to [B, D]
+    np.testing.assert_allclose(flow.forward(x), chain.forward(x), atol=1e-13)
+    np.testing.assert_allclose(
+        flow.forward_log_det_jacobian(x, 1), chain.forward_log_det_jacobian(x, 1), atol=1e-13)
+    xs = rng.normal(size=(2, batch, dim))
+    np.testing.assert_allclose(flow.forward_log_det_jacobian(xs, event_ndims=2),
+                               chain.forward_log_det_jacobian(xs, event_ndims=2), atol=1e-12)
+    base = tfd.MultivariateNormalDiag(loc=tf.zeros([dim], tf.float64))
+    assert tfd.TransformedDistribution(base, flow).batch_shape == [batch]
+    np.testing.assert_allclose(flow.constrained_u(),
+                               np.stack([f.constrained_u() for f in chain.bijectors[::-1]]))
+
+
+# ---------------------------------------------------------------------------
 # PlanarFlowParameters
 # ---------------------------------------------------------------------------
 
@@ -298,7 +455,7 @@ def test_planar_flow_parameters_shapes_and_near_identity_init():
     assert len(params.trainable_weights) == 3
 
     flow = planar_flow_chain(u, w, b)
-    wu_hat = np.sum(w.numpy() * np.stack([f.constrained_u().numpy() for f in flow.bijectors[::-1]]), -1)
+    wu_hat = np.sum(w.numpy() * flow.constrained_u().numpy(), -1)
     assert np.all(np.abs(wu_hat) < 0.05)  # w^T u_hat ~ 0: near the identity
 
     amortized = PlanarFlowParameters(80, 64, amortized=True)
@@ -483,6 +640,14 @@ def test_config_roundtrip():
          r"Received: u.shape=\(3,\)"),
         (lambda: planar_flow_chain(np.ones([3, 2]), np.ones([2, 2]), np.ones([3])),
          r"Received: w.shape=\(2, 2\)"),
+        (lambda: planar_flow_chain(np.ones([3, 2]), np.ones([3, 2]), np.ones([2])),
+         r"Received: b.shape=\(2,\)"),
+        (lambda: planar_flow_chain(np.ones([3, 4, 2]), np.ones([3, 5, 2]), np.ones([3])),
+         r"Received: u.shape=\(3, 4, 2\), w.shape=\(3, 5, 2\)"),
+        (lambda: planar_flow_chain(np.ones([3, 2]), np.ones([3, 2]), np.ones([3]),
+                                   unrolled="yes"), "Received: unrolled='yes'"),
+        (lambda: PlanarFlowStack(np.ones([3, 2]), np.ones([3, 2]), np.ones([3]),
+                                 inverse_iterations=0), "Received: inverse_iterations=0"),
         (lambda: iaf_bijector([]), r"Received: made_layers=\[\]"),
         (lambda: iaf_bijector([MADE(3, num_params=3)]), "num_params=2"),
         (lambda: iaf_bijector([MADE(3), MADE(4)]), r"Received: event_dims=\[3, 4\]"),
