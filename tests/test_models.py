@@ -111,7 +111,18 @@ def test_vae_loss_is_the_negative_elbo():
     np.testing.assert_allclose(out["gen_loss"], expected, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+# binarized_mnist and fashion_mnist share the mnist preset's networks and image shape
+# (checked below), so the four distinct architectures cover every preset shape.
+DISTINCT_PRESETS = ("mnist", "cifar10", "imagenet64", "synthetic")
+
+
+def test_mnist_family_presets_share_one_architecture():
+    for name in ("binarized_mnist", "fashion_mnist"):
+        assert PRESETS[name].replace(preset="mnist") == PRESETS["mnist"]
+    assert set(DISTINCT_PRESETS) | {"binarized_mnist", "fashion_mnist"} == set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", DISTINCT_PRESETS)
 @pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_every_kind_trains_on_every_preset_shape(kind, preset):
     model = _tiny(kind, preset)
