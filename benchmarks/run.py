@@ -1,0 +1,394 @@
+"""Training, sampling and evaluation speed and memory, measured side by side.
+
+    python -m benchmarks.run [--quick] [--out bench.json] [--presets mnist,cifar10]
+
+Everything is measured in one process run (memory in child processes) so that ratios
+between models are meaningful on a noisy machine:
+
+* train-step throughput (images/s, median over repeats after a warm-up) of every model
+  kind on the MNIST and CIFAR-10 presets, with and without XLA (``jit_compile``), under
+  MirroredStrategy where more than one device exists, and of a reference VAE written the
+  way Keras' own VAE example writes it (custom ``train_step``, closed-form KL), with the
+  same encoder and decoder layers;
+* each model's step time relative to the reference, beside the ratio of their
+  floating-point operations per step (counted by TensorFlow's profiler on the traced
+  step graph), so overhead beyond the extra arithmetic is visible;
+* the input pipeline alone (images/s) against the fastest training step;
+* sampling throughput of an exported SavedModel's ``sample`` signature;
+* importance-sampled NLL throughput (examples x samples per second);
+* peak host memory (and GPU memory where there is one) of training at the default batch.
+
+FLOP counts cover the ops TensorFlow's profiler knows (matmuls, convolutions and their
+gradients, elementwise ops); ops inside ``tf.while_loop`` bodies (the planar flow's
+numerical inverse) are not counted, so flow models' FLOP ratios are lower bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _tf():
+    import tensorflow as tf
+    return tf
+
+
+# ---------------------------------------------------------------------------- reference
+def reference_vae(preset, overrides):
+    """A VAE written as Keras' VAE example writes it, on our encoder/decoder layers."""
+    import keras
+    import tensorflow as tf
+
+    import tf_asvae
+    from tf_asvae.networks import Decoder, GaussianEncoder
+
+    cfg = tf_asvae.preset_config("vae", preset, **overrides)
+    net = cfg.network
+
+    class KerasExampleVAE(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.encoder = GaussianEncoder(cfg.latent_dim, net.encoder_conv, net.encoder_mlp,
+                                           net.batch_norm)
+            self.decoder = Decoder(cfg.image_shape, cfg.likelihood, net.decoder_mlp,
+                                   net.decoder_start, net.decoder_deconv, net.batch_norm)
+            self.seed_generator = keras.random.SeedGenerator(0)
+            self.total_loss_tracker = keras.metrics.Mean(name="loss")
+
+        @property
+        def metrics(self):
+            return [self.total_loss_tracker]
+
+        def call(self, x):
+            loc, _, _ = self.encoder(x)
+            return self.decoder(loc)
+
+        def train_step(self, data):
+            with tf.GradientTape() as tape:
+                z_mean, scale, _ = self.encoder(data, training=True)
+                eps = keras.random.normal(tf.shape(z_mean), seed=self.seed_generator)
+                z = z_mean + scale * eps
+                raw = self.decoder(z, training=True)
+                if cfg.likelihood == "bernoulli":
+                    rec = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(data, raw),
+                                        axis=(1, 2, 3))
+                else:
+                    c = cfg.image_shape[-1]
+                    loc, s = raw[..., :c], 1e-3 + tf.nn.softplus(raw[..., c:])
+                    rec = tf.reduce_sum(0.5 * tf.square((data - loc) / s) + tf.math.log(s)
+                                        + 0.5 * np.log(2 * np.pi), axis=(1, 2, 3))
+                kl = -0.5 * (1 + 2 * tf.math.log(scale) - tf.square(z_mean) - tf.square(scale))
+                total = tf.reduce_mean(rec + tf.reduce_sum(kl, axis=1))
+            grads = tape.gradient(total, self.trainable_weights)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+            self.total_loss_tracker.update_state(total)
+            return {"loss": self.total_loss_tracker.result()}
+
+    model = KerasExampleVAE()
+    model(tf.zeros((2,) + cfg.image_shape))
+    return model, cfg
+
+
+def build(kind, preset, overrides, jit, strategy=None):
+    import keras
+    import tensorflow as tf
+
+    import tf_asvae
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        if kind == "keras_vae":
+            model, cfg = reference_vae(preset, overrides)
+            model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit)
+        else:
+            model = tf_asvae.build_model(kind, preset, **_kind_overrides(kind, overrides))
+            model.compile(jit_compile=jit)
+            cfg = model.model_config
+    return model, cfg
+
+
+def _kind_overrides(kind, overrides):
+    if kind.startswith("avb"):
+        return {k: v for k, v in overrides.items() if "flow" not in k}
+    return overrides
+
+
+# ---------------------------------------------------------------------------- measures
+class _EpochTimer:
+    def __init__(self):
+        import keras
+
+        class Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.times = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.times.append(time.perf_counter() - self._t)
+
+        self.callback = Timer()
+
+
+def train_throughput(model, image_shape, batch, steps, repeats):
+    """Images/s of fit() steps: the first epoch (tracing, warm-up) is dropped."""
+    tf = _tf()
+    x = tf.random.stateless_uniform((batch,) + tuple(image_shape), [1, 2])
+    ds = tf.data.Dataset.from_tensors(x).repeat()
+    timer = _EpochTimer().callback
+    model.fit(ds, epochs=repeats + 1, steps_per_epoch=steps, verbose=0, callbacks=[timer])
+    per_epoch = timer.times[1:]
+    rates = [steps * batch / t for t in per_epoch]
+    return {"images_per_s": statistics.median(rates), "min": min(rates), "max": max(rates),
+            "step_ms": 1000 * statistics.median(per_epoch) / steps,
+            "first_epoch_s": timer.times[0]}
+
+
+def step_flops(model, image_shape, batch):
+    """Floating-point operations of one training step, counted on its traced graph."""
+    tf = _tf()
+    from tensorflow.python.framework.convert_to_constants import (  # noqa: F401
+        convert_variables_to_constants_v2)
+    fn = tf.function(lambda x: model.train_step(x))
+    concrete = fn.get_concrete_function(tf.TensorSpec((batch,) + tuple(image_shape)))
+    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    prof = tf.compat.v1.profiler.profile(graph=concrete.graph, options=opts)
+    return int(prof.total_float_ops)
+
+
+def pipeline_throughput(batch, seconds=5.0):
+    """Images/s of the training input pipeline alone (real MNIST when available)."""
+    tf = _tf()
+    from tf_asvae import data
+    manual = os.environ.get(data.ENV_MANUAL_DIR)
+    source = "in-memory"
+    ds = None
+    if manual:
+        try:
+            cfg = data.DataConfig(name="mnist", batch_size=batch, manual_dir=manual,
+                                  data_dir=os.environ.get("TFDS_DATA_DIR"))
+            ds = data.load_split(cfg, "train", training=True, repeat=True)
+            source = "tfds mnist (offline files)"
+        except Exception as err:  # noqa: BLE001 - report and fall back
+            source = f"in-memory (tfds failed: {type(err).__name__})"
+    if ds is None:
+        x = np.random.default_rng(0).integers(0, 256, (60000, 28, 28, 1), dtype=np.uint8)
+        ds = (tf.data.Dataset.from_tensor_slices(x).shuffle(10000).repeat()
+              .map(lambda v: tf.cast(v, tf.float32) / 255.0).batch(batch, drop_remainder=True)
+              .prefetch(tf.data.AUTOTUNE))
+    it = iter(ds)
+    for _ in range(20):
+        next(it)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        next(it)
+        n += batch
+    return {"images_per_s": n / (time.perf_counter() - t0), "source": source}
+
+
+def sampling_throughput(model, batch_sizes, repeats=5):
+    tf = _tf()
+    from tf_asvae.export import export_saved_model
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_saved_model(model, tmp)
+        loaded = tf.saved_model.load(path)
+        sample = loaded.signatures["sample"]
+        for b in batch_sizes:
+            args = _sample_args(sample, b)
+            sample(**args)  # warm-up
+            times = []
+            for r in range(repeats):
+                t0 = time.perf_counter()
+                sample(**args)
+                times.append(time.perf_counter() - t0)
+            med = statistics.median(times)
+            out[str(b)] = {"images_per_s": b / med, "s_per_image": med / b}
+    return out
+
+
+def _sample_args(signature, n):
+    tf = _tf()
+    args = {}
+    for name, spec in signature.structured_input_signature[1].items():
+        if "seed" in name:
+            known = spec.shape.rank is not None and spec.shape.is_fully_defined()
+            args[name] = tf.zeros(spec.shape, spec.dtype) if known and spec.shape.rank else \
+                tf.constant(0, spec.dtype)
+        else:
+            args[name] = tf.constant(n, spec.dtype)
+    return args
+
+
+def nll_throughput(model, image_shape, batch, num_samples):
+    """Importance-sampled NLL as the evaluation program computes it."""
+    tf = _tf()
+    from tf_asvae.evaluation import model_metrics
+    x = tf.random.stateless_uniform((batch,) + tuple(image_shape), [3, 4])
+
+    def run():
+        return model_metrics.log_likelihood(model, x, num_samples, seed=0)
+    run()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        np.asarray(run().log_likelihood)
+        times.append(time.perf_counter() - t0)
+    return {"example_samples_per_s": batch * num_samples / statistics.median(times),
+            "batch": batch, "num_samples": num_samples}
+
+
+def peak_memory(kind, preset, overrides, batch, steps):
+    """Peak RSS (MiB) of a child process training ``steps`` steps."""
+    code = (
+        "import json,sys,resource;sys.path.insert(0,%r);"
+        "from benchmarks.run import build,train_throughput;"
+        "m,c=build(%r,%r,json.loads(%r),False);"
+        "train_throughput(m,c.image_shape,%d,%d,1);"
+        "import tensorflow as tf;"
+        "g=[tf.config.experimental.get_memory_info(d.name.replace('/physical_device:',''))"
+        "['peak']/2**20 for d in tf.config.list_physical_devices('GPU')];"
+        "print(json.dumps({'rss':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024,'gpu':g}))"
+    ) % (os.getcwd(), kind, preset, json.dumps(overrides), batch, steps)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"peak_rss_mib": info["rss"], "peak_gpu_mib": info["gpu"] or None}
+
+
+# ---------------------------------------------------------------------------- driver
+def machine():
+    tf = _tf()
+    gpus = tf.config.list_physical_devices("GPU")
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "cpus": os.cpu_count(),
+            "gpus": [tf.config.experimental.get_device_details(g).get("device_name", g.name)
+                     for g in gpus]}
+
+
+KINDS = ("vae", "asvae_r", "asvae_g", "asvae", "avb", "avb_ac")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small settings that finish in a couple of minutes on a CPU")
+    parser.add_argument("--out", default="bench.json")
+    parser.add_argument("--presets", default="mnist,cifar10")
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--no-jit", action="store_true", help="skip the XLA variants")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="also measure under the mixed_bfloat16/mixed_float16 policy")
+    args = parser.parse_args(argv)
+    tf = _tf()
+    presets = [p for p in args.presets.split(",") if p]
+    kinds = [k for k in args.kinds.split(",") if k]
+    for k in kinds:
+        if k not in KINDS:
+            parser.error(f"unknown kind {k!r}; expected some of {KINDS}")
+    batch = args.batch_size or (16 if args.quick else 64)
+    steps, repeats = (3, 3) if args.quick else (20, 5)
+    jits = (False,) if (args.quick or args.no_jit) else (False, True)
+    # The quick run shortens the MNIST presets' 80-layer planar flow (compile time on CPU).
+    overrides = {"posterior_flow_length": 2} if args.quick else {}
+    results = {"machine": machine(), "settings": {
+        "quick": args.quick, "batch_size": batch, "steps_per_repeat": steps,
+        "repeats": repeats, "overrides": overrides}, "train": {}, "flops": {}}
+    fastest = 0.0
+    for preset in presets:
+        ov = overrides if preset in ("mnist", "binarized_mnist", "fashion_mnist") else {}
+        for kind in ("keras_vae",) + tuple(kinds):
+            for jit in jits:
+                key = f"{preset}/{kind}/{'xla' if jit else 'graph'}"
+                model, cfg = build(kind, preset, ov, jit)
+                r = train_throughput(model, cfg.image_shape, batch, steps, repeats)
+                if not jit:
+                    results["flops"][f"{preset}/{kind}"] = step_flops(model, cfg.image_shape,
+                                                                      batch)
+                results["train"][key] = r
+                fastest = max(fastest, r["images_per_s"])
+                print(f"{key:32s} {r['images_per_s']:9.1f} img/s  "
+                      f"(step {r['step_ms']:.1f} ms, first epoch {r['first_epoch_s']:.1f} s)",
+                      flush=True)
+        if len(tf.config.list_logical_devices("GPU")) > 1:
+            strategy = tf.distribute.MirroredStrategy()
+            model, cfg = build("asvae", preset, ov, False, strategy)
+            key = f"{preset}/asvae/mirrored{strategy.num_replicas_in_sync}"
+            results["train"][key] = train_throughput(model, cfg.image_shape,
+                                                     batch * strategy.num_replicas_in_sync,
+                                                     steps, repeats)
+    # Ratios to the reference VAE: time per step and FLOPs per step.
+    ratios = {}
+    for key, r in results["train"].items():
+        preset, kind, mode = key.split("/")
+        ref = results["train"].get(f"{preset}/keras_vae/{mode}")
+        if ref is None or kind == "keras_vae":
+            continue
+        f, fr = results["flops"].get(f"{preset}/{kind}"), results["flops"].get(
+            f"{preset}/keras_vae")
+        ratios[key] = {"time_ratio": ref["images_per_s"] / r["images_per_s"],
+                       "flop_ratio": (f / fr) if f and fr else None}
+        if ratios[key]["flop_ratio"]:
+            ratios[key]["overhead_beyond_flops"] = (ratios[key]["time_ratio"]
+                                                    / ratios[key]["flop_ratio"] - 1)
+    results["ratios_to_keras_vae"] = ratios
+    results["input_pipeline"] = pipeline_throughput(batch, 2.0 if args.quick else 10.0)
+    results["input_pipeline"]["vs_fastest_train_step"] = (
+        results["input_pipeline"]["images_per_s"] / fastest if fastest else None)
+    sample_model, cfg = build("asvae", presets[0], overrides if presets[0] == "mnist" else {},
+                              False)
+    results["sampling"] = sampling_throughput(
+        sample_model, (1, 64) if args.quick else (1, 16, 256, 1024))
+    results["nll"] = nll_throughput(sample_model, cfg.image_shape, 16 if args.quick else 64,
+                                    20 if args.quick else 200)
+    mem_kinds = ("keras_vae", "asvae") if args.quick else ("keras_vae",) + tuple(kinds)
+    results["memory"] = {k: peak_memory(k, presets[0], overrides if presets[0] == "mnist"
+                                        else {}, batch, 3) for k in mem_kinds}
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(render_table(results))
+    print(f"wrote {args.out}")
+    return results
+
+
+def render_table(results):
+    lines = ["", "| step | images/s | step ms | time / keras_vae | FLOPs / keras_vae |",
+             "|---|---:|---:|---:|---:|"]
+    for key, r in results["train"].items():
+        ratio = results["ratios_to_keras_vae"].get(key, {})
+        t = ratio.get("time_ratio")
+        f = ratio.get("flop_ratio")
+        lines.append(f"| {key} | {r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
+                     f"{'' if t is None else f'{t:.2f}'} | {'' if f is None else f'{f:.2f}'} |")
+    p = results["input_pipeline"]
+    lines.append(f"\ninput pipeline: {p['images_per_s']:.0f} images/s ({p['source']}), "
+                 f"{p['vs_fastest_train_step']:.1f}x the fastest training step")
+    for b, s in results["sampling"].items():
+        lines.append(f"SavedModel sample, batch {b}: {s['images_per_s']:.1f} images/s "
+                     f"({s['s_per_image'] * 1000:.2f} ms/image)")
+    n = results["nll"]
+    lines.append(f"IS NLL: {n['example_samples_per_s']:.0f} example-samples/s "
+                 f"(batch {n['batch']}, K={n['num_samples']})")
+    for k, m in results["memory"].items():
+        lines.append(f"peak memory {k}: {m}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
