@@ -1,0 +1,9 @@
+"""Programs that regenerate the papers' tables, each beside the paper's numbers.
+
+``python -m trainers.experiments.NAME --out DIR [--quick]`` writes ``DIR/results.json``,
+``DIR/results.md`` and its figures (PNG).  ``--quick`` runs the same code at a size that
+finishes in a minute or two on a CPU (what the tests run); the default is the full setting.
+
+* ``avb_synthetic``: AVB Table 1 / Figure 6 (four 2x2 binary images, 2-d latent).
+* ``eight_schools``: AVB Sec. 5.1 (black-box VI on the Eight Schools model vs NUTS).
+"""
