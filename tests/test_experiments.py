@@ -95,6 +95,9 @@ def test_avb_synthetic_quick(tmp_path):
     for kind in S.KINDS:
         d = data["details"][kind]
         assert d["total_probability_16_images"] == pytest.approx(1.0, abs=1e-3)
+        # The grid value agrees with unbiased Monte Carlo from the prior.
+        assert abs(d["log_likelihood"] - d["prior_mc_log_likelihood"]) < (
+            5 * d["prior_mc_standard_error"] + 1e-3)
         assert -10 < d["log_likelihood"] < 0
         assert d["reconstruction_error"] > 0
         assert np.isfinite(d["kl_aggregate_kde"])
