@@ -25,7 +25,8 @@ import keras
 import tensorflow as tf
 
 from tf_asvae import objectives
-from tf_asvae.models.base import (SITE_PRIOR, SITE_PRIOR_INDEP, BaseModel)
+from tf_asvae.models.base import (SITE_CRITIC, SITE_GEN_X, SITE_POSTERIOR, SITE_PRIOR,
+                                  SITE_PRIOR_INDEP, BaseModel)
 
 
 def batch_partner(batch):
@@ -56,11 +57,13 @@ class _ASVAEBase(BaseModel):
             names += ["d2_loss", "recon_z", "adv_z", "d2_acc"]
         return tuple(names + ["reconstruction"])
 
-    def _critic_pair(self, name, pos, neg, training):
+    def _critic_pair(self, name, pos, neg, training, seeds):
         n = tf.shape(pos[0])[0]
         x = tf.concat([pos[0], neg[0]], 0)
         z = tf.concat([pos[1], neg[1]], 0)
-        logits = tf.cast(self.critics[name](x, z, training=training), tf.float32)
+        seed = self._dropout_seed(seeds, SITE_CRITIC + list(self.critics).index(name))
+        logits = tf.cast(self.critics[name](x, z, training=training, seed=seed, groups=2),
+                         tf.float32)
         return logits[:n], logits[n:]
 
     def _forward(self, x, seeds, training):
@@ -68,21 +71,25 @@ class _ASVAEBase(BaseModel):
         latent = self.model_config.latent_dim
         z_q, _ = self.sample_posterior(x, seeds, training)
         z_p = self._draw(seeds, SITE_PRIOR, batch, [latent])
-        x_p = self._generate_x(self._decode_raw(z_p, training), seeds)
+        x_p = self._generate_x(
+            self._decode_raw(z_p, training, self._dropout_seed(seeds, SITE_PRIOR)), seeds)
         gen_terms, disc_losses, metrics = [], {}, {}
         if self.use_r:
-            log_px = self._observation_from_raw(self._decode_raw(z_q, training)).log_prob(x)
+            log_px = self._observation_from_raw(self._decode_raw(
+                z_q, training, self._dropout_seed(seeds, SITE_POSTERIOR))).log_prob(x)
             z_indep = self._draw(seeds, SITE_PRIOR_INDEP, batch, [latent])
             f_pos, f_neg = self._critic_pair(
-                "f1", (x, z_q), (tf.stop_gradient(x_p), z_indep), training)
+                "f1", (x, z_q), (tf.stop_gradient(x_p), z_indep), training, seeds)
             disc_losses["d1"] = objectives.discriminator_loss(f_pos, f_neg)
             gen_terms.append(objectives.adversarial_likelihood_loss(log_px, f_pos))
             metrics.update(recon_x=-log_px, adv_x=f_pos,
                            d1_acc=objectives.discriminator_accuracy(f_pos, f_neg))
         if self.use_g:
-            log_qz = self.posterior(x_p, training).log_prob(z_p)
+            log_qz = self.posterior(
+                x_p, training, self._dropout_seed(seeds, SITE_GEN_X)).log_prob(z_p)
             z_other = tf.stop_gradient(tf.gather(z_q, batch_partner(batch)))
-            f_pos, f_neg = self._critic_pair("f2", (x_p, z_p), (x, z_other), training)
+            f_pos, f_neg = self._critic_pair("f2", (x_p, z_p), (x, z_other), training,
+                                             seeds)
             disc_losses["d2"] = objectives.discriminator_loss(f_pos, f_neg)
             gen_terms.append(objectives.adversarial_likelihood_loss(log_qz, f_pos))
             metrics.update(recon_z=-log_qz, adv_z=f_pos,

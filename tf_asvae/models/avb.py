@@ -21,8 +21,8 @@ import tensorflow as tf
 
 from tf_asvae import distributions as dists
 from tf_asvae import objectives
-from tf_asvae.models.base import (SITE_AC, SITE_AC_REF, SITE_POSTERIOR, SITE_PRIOR,
-                                  BaseModel)
+from tf_asvae.models.base import (SITE_AC, SITE_AC_REF, SITE_CRITIC, SITE_POSTERIOR,
+                                  SITE_PRIOR, BaseModel)
 from tf_asvae.networks import NoiseEncoder
 
 
@@ -46,10 +46,11 @@ class _AVBBase(BaseModel):
         extra = ("log_r",) if self.adaptive_contrast else ()
         return ("loss", "t_loss", "recon_x", "adv", "t_acc") + extra + ("reconstruction",)
 
-    def _critic_pair(self, pos, neg, training):
+    def _critic_pair(self, pos, neg, training, seeds):
         n = tf.shape(pos[0])[0]
         logits = tf.cast(self.critic_t(tf.concat([pos[0], neg[0]], 0),
-                                       tf.concat([pos[1], neg[1]], 0), training=training),
+                                       tf.concat([pos[1], neg[1]], 0), training=training,
+                                       seed=self._dropout_seed(seeds, SITE_CRITIC), groups=2),
                          tf.float32)
         return logits[:n], logits[n:]
 
@@ -59,7 +60,7 @@ class _AVBBase(BaseModel):
 
     def sample_posterior(self, x, seed, training=False, site=SITE_POSTERIOR):
         """z = z_phi(x, eps); the black box has no log-density, so None is returned."""
-        h = self.encoder.features(x, training=training)
+        h = self.encoder.features(x, training=training, seed=self._dropout_seed(seed, site))
         return self._encode_noise(h, seed, site, tf.shape(x)[0], training=training), None
 
     def _moments(self, h, seeds, batch, training, num_samples=None):
@@ -89,19 +90,22 @@ class _AVBBase(BaseModel):
     def _forward(self, x, seeds, training):
         batch = tf.shape(x)[0]
         latent = self.model_config.latent_dim
-        h = self.encoder.features(x, training=training)
+        h = self.encoder.features(x, training=training,
+                                  seed=self._dropout_seed(seeds, SITE_POSTERIOR))
         z = self._encode_noise(h, seeds, SITE_POSTERIOR, batch, training=training)
-        log_px = self._observation_from_raw(self._decode_raw(z, training)).log_prob(x)
+        log_px = self._observation_from_raw(self._decode_raw(
+            z, training, self._dropout_seed(seeds, SITE_POSTERIOR))).log_prob(x)
         metrics = {"recon_x": -log_px}
         if not self.adaptive_contrast:
             z_p = self._draw(seeds, SITE_PRIOR, batch, [latent])
-            t_pos, t_neg = self._critic_pair((x, z), (x, z_p), training)
+            t_pos, t_neg = self._critic_pair((x, z), (x, z_p), training, seeds)
             gen = objectives.adversarial_likelihood_loss(log_px, t_pos)
         else:
             mu, sigma = self._moments(h, seeds, batch, training)
             z_tilde = (z - mu) / sigma
             reference = self._draw(seeds, SITE_AC_REF, batch, [latent])
-            t_pos, t_neg = self._critic_pair((x, z_tilde), (x, reference), training)
+            t_pos, t_neg = self._critic_pair((x, z_tilde), (x, reference), training,
+                                              seeds)
             log_r = dists.posterior(mu, sigma).log_prob(z)
             log_pz = self._prior().log_prob(z)
             gen = objectives.adaptive_contrast_loss(log_px, log_pz, log_r, t_pos)

@@ -29,20 +29,22 @@ import tensorflow as tf
 
 from tf_asvae import distributions as dists
 from tf_asvae import flows
+from tf_asvae import noise
 from tf_asvae import objectives
 from tf_asvae.config import ModelConfig
 from tf_asvae.networks import Decoder, GaussianEncoder, JointDiscriminator, NoiseEncoder
 
 # Call sites for seeds; each draw in a step uses its own.
 SITE_POSTERIOR, SITE_PRIOR, SITE_PRIOR_INDEP, SITE_GEN_X, SITE_AC, SITE_AC_REF = range(6)
+# Dropout masks of a network call: fold_in(step seed, SITE_DROPOUT + the call's site);
+# critics use SITE_CRITIC + their index.
+SITE_DROPOUT, SITE_CRITIC = 100, 50
 
 
-def _replica_info():
-    ctx = tf.distribute.get_replica_context()
-    strategy = tf.distribute.get_strategy()
-    n = strategy.num_replicas_in_sync
-    rid = ctx.replica_id_in_sync_group if (ctx is not None and n > 1) else 0
-    return n, rid
+def _multi_worker(strategy) -> bool:
+    """Whether ``strategy`` is a MultiWorkerMirroredStrategy spanning several workers."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and bool(getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)()))
 
 
 class BaseModel(keras.Model):
@@ -137,23 +139,10 @@ class BaseModel(keras.Model):
         return tf.random.experimental.stateless_fold_in(base, tf.cast(step, tf.int64))
 
     def _draw(self, seed, site, local_batch, event_shape, kind="normal", lead=()):
-        """Noise of shape lead + [local_batch] + event_shape for this replica's rows.
-
-        Drawn for the global batch (local_batch * replicas) with a stateless seed and
-        sliced, so the draw does not depend on how the batch is split over replicas.
-        """
-        n, rid = _replica_info()
+        """Noise of shape lead + [local_batch] + event_shape for this replica's rows,
+        drawn for the global batch (see :mod:`tf_asvae.noise`)."""
         s = tf.random.experimental.stateless_fold_in(seed, site)
-        shape = tf.concat([tf.constant(lead, tf.int32), [local_batch * n],
-                           tf.constant(event_shape, tf.int32)], 0)
-        if kind == "normal":
-            full = tf.random.stateless_normal(shape, s)
-        else:
-            full = tf.random.stateless_uniform(shape, s, minval=1e-6, maxval=1.0 - 1e-6)
-        if n == 1:
-            return full
-        axis = len(lead)
-        return tf.gather(full, tf.range(rid * local_batch, (rid + 1) * local_batch), axis=axis)
+        return noise.global_draw(s, local_batch, event_shape, kind, lead)
 
     # ------------------------------------------------------------------ densities
     def _posterior_flow(self, features):
@@ -171,15 +160,21 @@ class BaseModel(keras.Model):
         u, w, b = self.decoder_flow_params(None)
         return flows.planar_flow_chain(u, w, b)
 
-    def posterior(self, x, training=False):
+    @staticmethod
+    def _dropout_seed(seeds, site):
+        """The stateless seed of the dropout masks of the network call at ``site``."""
+        return tf.random.experimental.stateless_fold_in(seeds, SITE_DROPOUT + site)
+
+    def posterior(self, x, training=False, dropout_seed=None):
         """q(z|x) as a TFP distribution with batch shape [B] and event [latent_dim]."""
-        loc, scale, h = self.encoder(x, training=training)
+        loc, scale, h = self.encoder(x, training=training, seed=dropout_seed)
         loc, scale, h = (tf.cast(t, tf.float32) for t in (loc, scale, h))
         return dists.posterior(loc, scale, self._posterior_flow(h))
 
     def sample_posterior(self, x, seed, training=False, site=SITE_POSTERIOR):
         """Reparameterised z ~ q(z|x) and log q(z|x) at it: z = flow(loc + scale * eps)."""
-        loc, scale, h = self.encoder(x, training=training)
+        loc, scale, h = self.encoder(x, training=training,
+                                     seed=self._dropout_seed(seed, site))
         loc, scale, h = (tf.cast(t, tf.float32) for t in (loc, scale, h))
         eps = self._draw(seed, site, tf.shape(x)[0], [self.model_config.latent_dim])
         z0 = loc + scale * eps
@@ -190,11 +185,11 @@ class BaseModel(keras.Model):
             return z0, log_q
         return flow.forward(z0), log_q - flow.forward_log_det_jacobian(z0, event_ndims=1)
 
-    def _decode_raw(self, z, training=False):
+    def _decode_raw(self, z, training=False, dropout_seed=None):
         """z [..., B, D] -> raw decoder output [..., B, H, W, C*P] in float32."""
         lead = tf.shape(z)[:-1]
         flat = tf.reshape(z, [-1, self.model_config.latent_dim])
-        raw = tf.cast(self.decoder(flat, training=training), tf.float32)
+        raw = tf.cast(self.decoder(flat, training=training, seed=dropout_seed), tf.float32)
         return tf.reshape(raw, tf.concat([lead, tf.shape(raw)[1:]], 0))
 
     def observation(self, z, training=False):
@@ -403,6 +398,12 @@ class BaseModel(keras.Model):
             tracker = self._metric_trackers[name]
             tracker.update_state(tf.reduce_mean(tf.cast(value, tf.float32)))
             logs[name] = tracker.result()
+        if _multi_worker(self.distribute_strategy):
+            # Keras 3 reduces the logs of a multi-worker step with
+            # strategy.reduce("MEAN", v, axis=0), which fails on scalars ("Invalid
+            # reduction dimension 0 for input with 0 dimensions", tensorflow/tensorflow
+            # #72388).  Shape [1] reduces to the same scalar (the workers' values agree).
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
 
     def _images(self, data):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 
 from tf_asvae import objectives
-from tf_asvae.models.base import BaseModel
+from tf_asvae.models.base import SITE_POSTERIOR, BaseModel
 
 
 @keras.saving.register_keras_serializable(package="tf_asvae")
@@ -20,7 +20,8 @@ class VAE(BaseModel):
 
     def _forward(self, x, seeds, training):
         z, log_q = self.sample_posterior(x, seeds, training)
-        log_px = self._observation_from_raw(self._decode_raw(z, training)).log_prob(x)
+        log_px = self._observation_from_raw(self._decode_raw(
+            z, training, self._dropout_seed(seeds, SITE_POSTERIOR))).log_prob(x)
         log_pz = self._prior().log_prob(z)
         return {
             "gen_loss": objectives.negative_elbo(log_px, log_pz, log_q),

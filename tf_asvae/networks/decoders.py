@@ -62,8 +62,9 @@ class Decoder(keras.layers.Layer):
             self.blocks += [keras.layers.Dense(h * w * out_channels, kernel_initializer=INIT),
                              keras.layers.Reshape((h, w, out_channels))]
 
-    def call(self, z, training=None):
-        return apply(self.blocks, z, training)
+    def call(self, z, training=None, seed=None):
+        """``seed``: stateless seed of the dropout masks (see ``SeededDropout``)."""
+        return apply(self.blocks, z, training, seed)
 
     def get_config(self):
         return {**super().get_config(), "image_shape": self.image_shape,

@@ -32,10 +32,13 @@ class JointDiscriminator(keras.layers.Layer):
         self.joint_layers = mlp_layers(self.joint_mlp, self.dropout)
         self.logit = keras.layers.Dense(1, kernel_initializer=INIT)
 
-    def call(self, x, z, training=None):
+    def call(self, x, z, training=None, seed=None, groups=1):
+        """``seed``/``groups``: the dropout masks' stateless seed and the number of
+        batches stacked in the rows (2 for ``concat([positives, negatives])``)."""
         hx = self.x_branch(x, training=training)
         hz = apply(self.z_layers, z, training)
-        h = apply(self.joint_layers, ops.concatenate([hx, hz], axis=-1), training)
+        h = apply(self.joint_layers, ops.concatenate([hx, hz], axis=-1), training, seed,
+                  groups)
         return ops.squeeze(self.logit(h), axis=-1)
 
     def get_config(self):

@@ -35,8 +35,9 @@ class GaussianEncoder(keras.layers.Layer):
         self.trunk = ConvTrunk(self.conv, self.mlp, "flatten", self.batch_norm, self.dropout)
         self.head = keras.layers.Dense(2 * latent_dim, kernel_initializer=INIT)
 
-    def call(self, x, training=None):
-        h = self.trunk(x, training=training)
+    def call(self, x, training=None, seed=None):
+        """``seed``: stateless seed of the dropout masks (see ``SeededDropout``)."""
+        h = self.trunk(x, training=training, seed=seed)
         raw = self.head(h)
         loc, raw_scale = ops.split(raw, 2, axis=-1)
         scale = self.min_scale + ops.softplus(raw_scale)
@@ -74,8 +75,8 @@ class NoiseEncoder(keras.layers.Layer):
         self.head_layers = mlp_layers(self.head_units, 0.0)
         self.out = keras.layers.Dense(latent_dim, kernel_initializer=INIT)
 
-    def features(self, x, training=None):
-        return self.trunk(x, training=training)
+    def features(self, x, training=None, seed=None):
+        return self.trunk(x, training=training, seed=seed)
 
     def head(self, h, eps, training=None):
         """h [B, F], eps [..., B, E] -> z [..., B, D]."""
@@ -84,8 +85,9 @@ class NoiseEncoder(keras.layers.Layer):
         u = ops.concatenate([h, eps], axis=-1)
         return self.out(apply(self.head_layers, u, training))
 
-    def call(self, x, eps, training=None):
-        return self.head(self.features(x, training=training), eps, training=training)
+    def call(self, x, eps, training=None, seed=None):
+        return self.head(self.features(x, training=training, seed=seed), eps,
+                         training=training)
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim,
