@@ -20,6 +20,13 @@ resumable best-model tracking and chief-aware backups.
   other callback, and can read a shared backup directory while writing its own (only
   the chief of a multi-worker cluster writes the run directory).
 * :class:`SaveModel` saves the last model at the end of training.
+* :class:`TerminateOnNonFinite` is ``keras.callbacks.TerminateOnNaN`` for the
+  adversarial game's known instability: at the first NaN or infinite logged value it
+  raises :class:`NonFiniteLossError` (naming the epoch, step and values) from inside
+  ``fit``, before any later callback can write a checkpoint, history entry or backup
+  from the broken weights.  The backup saver of :class:`RunBackup` and
+  :class:`SaveModel` also refuse to save non-finite weights.  What is on disk is
+  therefore the last good state.
 """
 
 from __future__ import annotations
@@ -33,9 +40,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["MONITOR", "HistoryWriter", "ImageGrid", "ResumeBestState", "RunBackup",
-           "SaveModel", "image_grid", "read_history", "reconstruction_early_stopping",
-           "write_json_atomic"]
+__all__ = ["MONITOR", "HistoryWriter", "ImageGrid", "NonFiniteLossError", "ResumeBestState",
+           "RunBackup", "SaveModel", "TerminateOnNonFinite", "backup_epoch", "image_grid",
+           "read_history", "reconstruction_early_stopping", "write_json_atomic"]
 
 #: The quantity watched by early stopping and by the best checkpoint.
 MONITOR = "val_reconstruction"
@@ -56,6 +63,74 @@ def write_json_atomic(path, data) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss, metric or weight."""
+
+
+def _non_finite(logs) -> dict:
+    bad = {}
+    for name, value in (logs or {}).items():
+        try:
+            v = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+        if v.size and not np.all(np.isfinite(v)):
+            bad[name] = float(v.reshape(-1)[0]) if v.size == 1 else "non-finite entries"
+    return bad
+
+
+def check_finite_weights(model, when: str) -> None:
+    """Raises :class:`NonFiniteLossError` if any weight of ``model`` is NaN or infinite
+    (``when`` says what was about to happen, e.g. "before the backup")."""
+    bad = [w.path for w in model.weights if not np.all(np.isfinite(w.numpy()))]
+    if bad:
+        raise NonFiniteLossError(
+            f"Non-finite weights {when} at optimizer step "
+            f"{int(model.optimizer.iterations.numpy())}: {bad[:5]}{' ...' if len(bad) > 5 else ''}. "
+            "Nothing was saved from them.")
+
+
+class TerminateOnNonFinite(keras.callbacks.Callback):
+    """Raises :class:`NonFiniteLossError` at the first NaN or infinite value among the
+    logs of a training batch or of an epoch (training and validation).
+
+    Put it *before* every callback that writes (checkpoints, history, backups): the
+    exception leaves ``fit`` at once, so none of them sees the broken epoch.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def _fail(self, where, bad):
+        raise NonFiniteLossError(
+            f"Training diverged: non-finite values {bad} {where} (epoch {self.epoch}, "
+            f"optimizer step {int(self.model.optimizer.iterations.numpy())}).")
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = _non_finite(logs)
+        if bad:
+            self._fail(f"after training batch {batch}", bad)
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = _non_finite(logs)
+        if bad:
+            self._fail("at the end of the epoch", bad)
+
+
+def backup_epoch(backup_dir) -> int:
+    """The epoch a :class:`RunBackup` in ``backup_dir`` resumes at (0 without one).
+    Training restarts that epoch from its first batch."""
+    path = os.path.join(os.fspath(backup_dir), "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
 
 
 def _initial_epoch(model) -> int:
@@ -322,12 +397,22 @@ class _BackupSaver(keras.callbacks.Callback):
     def __init__(self, backup):
         super().__init__()
         self.backup = backup
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.backup.save_freq == "epoch":
+            check_finite_weights(self.model, f"before the backup of epoch {epoch}")
         keras.callbacks.BackupAndRestore.on_epoch_end(self.backup, epoch, logs)
 
     def on_train_batch_end(self, batch, logs=None):
-        keras.callbacks.BackupAndRestore.on_train_batch_end(self.backup, batch, logs)
+        if self.backup._should_save_on_batch(batch):
+            check_finite_weights(self.model, f"before the backup (epoch {self.epoch}, "
+                                             f"batch {batch})")
+            # _should_save_on_batch advanced the step counter; save as the base would.
+            self.backup._save_model()
 
 
 class SaveModel(keras.callbacks.Callback):
@@ -340,6 +425,7 @@ class SaveModel(keras.callbacks.Callback):
         self.path = os.fspath(path)
 
     def on_train_end(self, logs=None):
+        check_finite_weights(self.model, f"before saving {self.path}")
         folder, name = os.path.split(os.path.abspath(self.path))
         tmp = os.path.join(folder, f".partial-{name}")
         self.model.save(tmp, overwrite=True)

@@ -309,6 +309,9 @@ class TrainConfig:
       ``BackupAndRestore`` backups that let an interrupted run resume.
     num_images: images in each logged grid of samples and of reconstructions (0: none).
     save_png: also write the grids as PNG files under ``RUN/images/``.
+    deterministic: TensorFlow op determinism (``tf.config.experimental.
+      enable_op_determinism``) on top of the seeds, so that two runs of the same
+      configuration on the same hardware give bit-identical weights (slower).
     """
 
     epochs: int = 5
@@ -326,6 +329,7 @@ class TrainConfig:
     backup_freq: int | str = "epoch"
     num_images: int = 64
     save_png: bool = False
+    deterministic: bool = False
 
     def __post_init__(self):
         _check_int("epochs", self.epochs, 1)
@@ -334,7 +338,7 @@ class TrainConfig:
         _check_positive("learning_rate", self.learning_rate)
         _check_int("patience", self.patience, 0)
         _check_positive("min_delta", self.min_delta, allow_zero=True)
-        for name in ("restore_best_weights", "jit_compile", "save_png"):
+        for name in ("restore_best_weights", "jit_compile", "save_png", "deterministic"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool. Received: {name}={getattr(self, name)!r}.")
         _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)

@@ -723,6 +723,7 @@ def load_split(
     input_context: tf.distribute.InputContext | None = None,
     repeat: bool = False,
     with_raw: bool = False,
+    skip_batches: int = 0,
 ) -> tf.data.Dataset:
     """The batched input pipeline of one split.
 
@@ -737,6 +738,14 @@ def load_split(
       repeat: repeat forever (each pass reshuffled); default one pass per epoch.
       with_raw: yield ``(images, raw)`` where ``raw`` holds the stored uint8
         values of the same examples (for discretised evaluation).
+      skip_batches: (training only) start after this many batches of the stream, so
+        that a run resumed after ``k`` steps reads the batches the uninterrupted run
+        would have read (shuffling and noise are seeded, so the stream is the same).
+
+    The training stream is a function of ``config.seed`` and of TensorFlow's global
+    seed at the time this is called (tf.data combines the two for its seeded shuffles
+    and random streams): call ``keras.utils.set_random_seed`` first, as the training
+    program does, to make it the same in every process.
 
     Returns:
       A dataset of float32 ``[B, H, W, C]`` images in ``[0, 1]`` (or pairs).
@@ -745,6 +754,9 @@ def load_split(
         raise TypeError(f"config must be a DataConfig. Received: config={config!r}")
     _check_split(split)
     spec = config.spec
+    if not _is_int(skip_batches) or skip_batches < 0 or (skip_batches and not training):
+        raise ValueError("skip_batches must be an integer >= 0, and 0 unless training. "
+                         f"Received: skip_batches={skip_batches!r}, training={training}.")
 
     batch_size, pipeline_id, num_pipelines = config.batch_size, 0, 1
     if input_context is not None:
@@ -790,6 +802,8 @@ def load_split(
         # pass: the same config gives the same noise, and each epoch new noise.
         seeds = tf.data.Dataset.random(seed=noise_seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip(ds, seeds.batch(2))
+        if skip_batches:
+            ds = ds.skip(skip_batches)
 
         def transform(raw_batch, seed):
             return pack(_to_float(raw_batch, spec, config, seed, training=True), raw_batch)
@@ -817,12 +831,14 @@ def distributed_dataset(
     *,
     repeat: bool = False,
     with_raw: bool = False,
+    skip_batches: int = 0,
 ):
     """``load_split`` under a distribution strategy.
 
     Each input pipeline reads its own shard of the examples and batches
     ``config.batch_size // strategy.num_replicas_in_sync`` examples per replica
-    (ValueError if that does not divide evenly).
+    (ValueError if that does not divide evenly); ``skip_batches`` global steps are
+    skipped in every pipeline.
     """
     per_replica_batch_size(config.batch_size, strategy.num_replicas_in_sync)
 
@@ -834,6 +850,7 @@ def distributed_dataset(
             input_context=input_context,
             repeat=repeat,
             with_raw=with_raw,
+            skip_batches=skip_batches,
         )
 
     return strategy.distribute_datasets_from_function(dataset_fn)

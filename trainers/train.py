@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--num-devices", type=int, default=None,
                        help="devices of the mirrored strategy (GPUs, or the CPU split "
                             "into N logical devices); default: every GPU, or one CPU")
+    group.add_argument("--deterministic", action="store_true",
+                       help="TensorFlow op determinism: with the same --seed, two runs on "
+                            "the same hardware give bit-identical weights (slower)")
     group.add_argument("--backup-freq", type=_backup_freq, default=defaults.backup_freq,
                        help="'epoch' or a number of steps between resumable backups")
     group.add_argument("--num-images", type=int, default=defaults.num_images,
@@ -290,6 +293,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         backup_freq=args.backup_freq,
         num_images=args.num_images,
         save_png=args.save_png,
+        deterministic=args.deterministic,
     )
     train_examples = min(D.num_examples(data, "train"),
                          training.max_train_examples or math.inf)
@@ -534,14 +538,35 @@ def train(spec: RunSpec, callbacks=()) -> TrainResult:
         _check_export_available()
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision_policy(training))
+    was_deterministic = _op_determinism()
+    if training.deterministic:
+        tf.config.experimental.enable_op_determinism()
     try:
         return _train(spec, state, callbacks)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+        if training.deterministic and not was_deterministic:
+            _disable_op_determinism()
+
+
+def _op_determinism() -> bool:
+    from tensorflow.python.framework import config as tf_config  # no public getter
+
+    return bool(tf_config.is_op_determinism_enabled())
+
+
+def _disable_op_determinism() -> None:
+    # Only to leave a Python caller's process as it was (tests train several runs).
+    from tensorflow.python.framework import config as tf_config
+
+    tf_config.disable_op_determinism()
 
 
 def _train(spec: RunSpec, state: str, extra_callbacks) -> TrainResult:
     training, data = spec.training, spec.data
+    # First: tf.data's seeded shuffles and random streams combine their op seeds with
+    # the global seed at creation, so the pipelines must see the same one in every run.
+    keras.utils.set_random_seed(spec.seed)
     strategy = make_strategy(training)
     D.per_replica_batch_size(data.batch_size, strategy.num_replicas_in_sync)
     chief = is_chief(strategy)
@@ -552,6 +577,10 @@ def _train(spec: RunSpec, state: str, extra_callbacks) -> TrainResult:
         train_data = dataclasses.replace(
             data, max_examples=min(data.max_examples or math.inf, training.max_train_examples))
     steps = training.steps_per_epoch or D.steps_per_epoch(train_data, "train")
+    # A resumed run restarts its backup's epoch from the first batch: skip the batches
+    # of the epochs before it, so that it reads what the uninterrupted run read.
+    # (Every worker reads the chief's backup, which changes only once training runs.)
+    skip = steps * cbs.backup_epoch(os.path.join(spec.run_dir, BACKUP_DIR))
     # validation_steps batches: the first validation_steps * batch_size examples, read
     # whole on every validation (a pipeline cut short would not fill its cache).
     n_val = D.num_examples(data, "validation")
@@ -570,17 +599,19 @@ def _train(spec: RunSpec, state: str, extra_callbacks) -> TrainResult:
                 f"max_examples={data.max_examples}.")
         val_data = dataclasses.replace(data, max_examples=n_val)
         val_steps = n_val // data.batch_size
-        train_ds = D.distributed_dataset(strategy, train_data, "train", True, repeat=True)
+        train_ds = D.distributed_dataset(strategy, train_data, "train", True, repeat=True,
+                                         skip_batches=skip)
         val_ds = D.distributed_dataset(strategy, val_data, "validation", False, repeat=True)
     else:
         # One pass of known length per validation.
         val_data = dataclasses.replace(data, max_examples=n_val)
         val_steps = None
-        train_ds = D.load_split(train_data, "train", training=True, repeat=True)
+        train_ds = D.load_split(train_data, "train", training=True, repeat=True,
+                                skip_batches=skip)
         val_ds = D.load_split(val_data, "validation", training=False)
     grid_images = _validation_images(data, training.num_images) if training.num_images else None
 
-    keras.utils.set_random_seed(spec.seed)
+    keras.utils.set_random_seed(spec.seed)  # again: the weights do not depend on the data
     with strategy.scope():
         model = tf_asvae.model_from_config(spec.model, seed=spec.seed)
         model.compile(learning_rate=training.learning_rate, jit_compile=training.jit_compile)
@@ -634,6 +665,7 @@ def _fit_and_finish(spec, state, model, out_dir, train_ds, val_ds, steps, val_st
                                      best_path=shared(BEST_FILE))
         callbacks = [
             backup,                                          # restores first
+            cbs.TerminateOnNonFinite(),                      # before anything writes
             cbs.HistoryWriter(path(HISTORY_FILE), read_path=shared(HISTORY_FILE)),
             checkpoint,
             cbs.SaveModel(path(FINAL_FILE)),                 # last weights, before ES
@@ -650,9 +682,12 @@ def _fit_and_finish(spec, state, model, out_dir, train_ds, val_ds, steps, val_st
         if spec.verbose:
             print(f"Training {spec.model.kind} ({spec.model.preset} preset) on "
                   f"{spec.data.name} into {os.path.abspath(spec.run_dir)}")
-        model.fit(train_ds, epochs=training.epochs, steps_per_epoch=steps,
-                  validation_data=val_ds, validation_steps=val_steps,
-                  callbacks=callbacks, verbose=spec.verbose)
+        try:
+            model.fit(train_ds, epochs=training.epochs, steps_per_epoch=steps,
+                      validation_data=val_ds, validation_steps=val_steps,
+                      callbacks=callbacks, verbose=spec.verbose)
+        except cbs.NonFiniteLossError as e:
+            raise cbs.NonFiniteLossError(_diverged_message(e, spec)) from None
         initial_epoch = resume.resumed_from
         status = "resumed" if state == "resume" else "trained"
         if chief:
@@ -673,6 +708,25 @@ def _fit_and_finish(spec, state, model, out_dir, train_ds, val_ds, steps, val_st
                        export_path if chief else None, model)
 
 
+def _diverged_message(error, spec: RunSpec) -> str:
+    """The error of a diverged run, with what the run directory still holds."""
+    run = os.path.abspath(spec.run_dir)
+    kept = []
+    history = cbs.read_history(os.path.join(run, HISTORY_FILE))
+    values = [v for v in history.get(cbs.MONITOR, []) if v is not None]
+    if os.path.exists(os.path.join(run, BEST_FILE)) and values:
+        kept.append(f"{BEST_FILE} (the best epoch, {cbs.MONITOR} = {min(values):.6g})")
+    epoch = cbs.backup_epoch(os.path.join(run, BACKUP_DIR))
+    if epoch:
+        kept.append(f"{BACKUP_DIR}/ (the state after epoch {epoch - 1}; re-running the "
+                    "same command resumes from it)")
+    return (f"{error} Stopped; nothing was written from the diverged weights ("
+            f"{FINAL_FILE} and the export were not written). {run} keeps "
+            f"{', '.join(kept) if kept else 'no checkpoint yet'}. Adversarial training can "
+            "diverge: a lower --learning-rate or another --seed, in a new "
+            "--run-dir, usually helps.")
+
+
 # --------------------------------------------------------------------------------------
 # Command line
 
@@ -685,6 +739,8 @@ def main(argv=None) -> int:
         train(spec)
     except ValueError as e:  # includes tf_asvae.data.DataError
         parser.exit(2, f"{parser.prog}: error: {e}\n")
+    except cbs.NonFiniteLossError as e:
+        parser.exit(3, f"{parser.prog}: training diverged: {e}\n")
     return 0
 
 
