@@ -227,7 +227,9 @@ def test_two_workers_on_localhost_train_in_lockstep(tmp_path, mnist):
     argv.remove("--no-export")
     procs = []
     for index in range(2):
-        env = dict(_env(), TF_CONFIG=json.dumps(
+        tmp = tmp_path / f"tmp{index}"  # where a non-chief writes (and must clean up)
+        tmp.mkdir()
+        env = dict(_env(), TMPDIR=str(tmp), TF_CONFIG=json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}}))
         procs.append(subprocess.Popen(
             [sys.executable, os.path.join(REPO, "tests", "scripts", "multiworker_run.py"),
@@ -252,6 +254,7 @@ def test_two_workers_on_localhost_train_in_lockstep(tmp_path, mnist):
     assert infos[0]["export_path"] == str(tmp_path / "export" / "1")
     assert infos[1]["export_path"] is None
     assert sorted(os.listdir(tmp_path / "export")) == ["1"]
+    assert not [p for p in os.listdir(tmp_path / "tmp1") if p.startswith("asvae-worker-")]
     assert (run / T.FINAL_FILE).exists() and not (run / "backup").exists()
     assert json.loads((run / "history.json").read_text())["epoch"] == [0, 1]
     _assert_identical(weights[0], _final_weights(run))
