@@ -1,8 +1,12 @@
 """The experiment programs (trainers/experiments): their --quick runs write the promised
-files, and the estimators behind their numbers are correct on cases with known answers."""
+files, and the estimators behind their numbers are correct on cases with known answers.
+The image experiments (mnist, cifar10, imagenet64) run end to end at --quick size: MNIST
+from the real files (conftest), CIFAR-10 and ImageNet 64x64 through
+``tfds.testing.mock_data``."""
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -10,7 +14,12 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from trainers.experiments import avb_synthetic as S
+from trainers.experiments import cifar10 as C10
 from trainers.experiments import eight_schools as E
+from trainers.experiments import imagenet64 as I64
+from trainers.experiments import mnist as M
+
+from conftest import SHARED_DATA, needs_real_files
 
 tfd = tfp.distributions
 
@@ -160,3 +169,213 @@ def test_reflection_keeps_mu_and_balances_the_modes():
     assert np.all(np.abs(out) == 1)
     assert np.all(out[..., 1:] == out[..., 1:2])  # one sign per draw
     assert 0.45 < np.mean(out[..., 1] > 0) < 0.55
+
+
+# ------------------------------------------------------------- mnist, cifar10, imagenet64
+# Trained with trainers.train and evaluated with trainers.evaluate at --quick size.
+
+IMAGE_FIGURES = ["samples.png", "reconstructions.png", "training_curves.png"]
+
+
+def _rows(data):
+    return {(r["quantity"], r["method"]): r for r in data["results"]}
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def test_mnist_entries_selection_and_paper_numbers():
+    assert len(M.ENTRIES) == 10 and len({e.name for e in M.ENTRIES}) == 10
+    assert [e.name for e in M.select("table1")] == [f"table1/{k}" for k in M.KINDS_T1]
+    assert [e.name for e in M.select("table2/avb_ac,32d")] == [
+        "table2/avb_ac-8d", "table2/avb-32d", "table2/avb_ac-32d", "table2/vae-32d"]
+    assert {e.name for e in M.select("vae")} == {"table1/vae", "table2/vae-8d", "table2/vae-32d"}
+    with pytest.raises(ValueError, match="table3"):
+        M.select("table1,table3")
+    # Paper numbers go to the right rows, for every entry (fake evaluation results).
+    cfg = dict(M.QUICK)
+    fake = {"report": {"metrics": {"nll": {"value": 90.0, "num_samples": 4}}},
+            "ais_report": {"metrics": {"ais": {"value": 91.0, "num_steps": 3}}},
+            "elbo_report": {"metrics": {"nll": {"value": 95.0}}},
+            "elbo": {"value": -96.0, "num_examples": 16}}
+    for entry in M.ENTRIES:
+        rows = {r["quantity"]: r for r in M.rows_for(entry, fake, cfg)}
+        assert all(r["method"] == entry.label for r in rows.values())
+        if entry.table == "table1":
+            assert rows["NLL, nats (AS-VAE Table 1)"]["paper"] == M.PAPER_T1[entry.kind]
+            assert rows["NLL as -ELBO, nats (AS-VAE Table 1)"]["ours"] == 95.0
+        else:
+            elbo, ais = M.PAPER_T2.get((entry.kind, entry.latent), (None, None))
+            assert rows["log p(x) by AIS, nats (AVB Table 2)"]["paper"] == ais
+            assert rows["log p(x) by AIS, nats (AVB Table 2)"]["ours"] == -91.0
+            assert rows["ELBO, nats (AVB Table 2)"]["paper"] == elbo
+            assert rows["log p(x) by IS, nats (cross-check)"]["paper"] is None
+    assert M.PAPER_T1 == {"vae": 85.1, "asvae_r": 81.14, "asvae_g": 146.32, "asvae": 82.51}
+    assert M.PAPER_T2[("avb_ac", 32)] == (-79.5, -80.2)
+    assert ("avb", 32) not in M.PAPER_T2  # not in AVB's table
+
+
+@needs_real_files
+def test_mnist_quick(tmp_path, prepared, tfds_data_dir):
+    prepared("mnist")
+    prepared("binarized_mnist")
+    out = tmp_path / "mnist"
+    M.main(["--out", str(out), "--quick", "--only", "table1/asvae,table2/avb_ac-8d",
+            "--data-dir", tfds_data_dir, "--manual-dir", str(SHARED_DATA)])
+    data, md = _check_outputs(out, IMAGE_FIGURES)
+    assert data["experiment"] == "mnist"
+    rows = _rows(data)
+    t1 = [rows[("NLL, nats (AS-VAE Table 1)", "asvae")],
+          rows[("NLL as -ELBO, nats (AS-VAE Table 1)", "asvae")]]
+    for r in t1:
+        assert _finite(r["ours"]) and 0 < r["ours"] < 784 * math.log(2) * 4
+        assert r["paper"] == 82.51
+    assert "K = 4" in t1[0]["estimator"] and "16 test examples" in t1[0]["estimator"]
+    ais = rows[("log p(x) by AIS, nats (AVB Table 2)", "avb_ac (8-d)")]
+    elbo = rows[("ELBO, nats (AVB Table 2)", "avb_ac (8-d)")]
+    is_ = rows[("log p(x) by IS, nats (cross-check)", "avb_ac (8-d)")]
+    for r in (ais, elbo, is_):
+        assert _finite(r["ours"]) and r["ours"] < 0
+    assert (ais["paper"], elbo["paper"], is_["paper"]) == (-89.6, -96.3, None)
+    assert "3 intermediate distributions" in ais["estimator"] and "4 test" in ais["estimator"]
+    assert "82.5100" in md and "-89.6000" in md
+    for name in ("table1/asvae", "table2/avb_ac-8d"):
+        d = data["details"][name]
+        assert d["training_status"] == "trained" and d["epochs_trained"] == 1
+        assert os.path.isfile(os.path.join(d["run_dir"], "best.keras"))
+        assert os.path.isfile(d["report"])
+    assert data["details"]["table1/asvae"]["data"]["binarize"] == "dynamic"
+    assert data["details"]["table2/avb_ac-8d"]["model"]["latent_dim"] == 8
+    budget = " ".join(str(v) for v in data["budget"].values())
+    assert "at most 1 epochs of 2 steps" in budget and "AIS: 3 intermediate" in budget
+
+
+def _mock_natural(monkeypatch):
+    """Natural images through tfds.testing.mock_data (no files, no network) and no
+    InceptionV3 weights (so the classifier fallback is what runs)."""
+    from tf_asvae import data as D
+    from tf_asvae.evaluation import classifiers as C
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.delenv(D.ENV_MANUAL_DIR, raising=False)
+    monkeypatch.setattr(D, "_source_reachable", lambda url, timeout=5.0: True)
+    monkeypatch.setattr(C, "_download_inception_weights", offline)
+
+
+def _check_natural_rows(data, kinds, table, paper):
+    rows = _rows(data)
+    for kind in kinds:
+        for q in (f"NLL, bits/dim ({table})", f"NLL as -ELBO, bits/dim ({table})"):
+            r = rows[(q, kind)]
+            # > 0; not bounded by 8 (an untrained model is worse than uniform).
+            assert _finite(r["ours"]) and 0 < r["ours"] < 100
+            assert r["paper"] == paper.get(kind, {}).get("bpd")
+        rmse = rows[(f"reconstruction RMSE, 0-255 scale ({table})", kind)]
+        assert _finite(rmse["ours"]) and 0 <= rmse["ours"] <= 255
+        assert rmse["paper"] == paper.get(kind, {}).get("rmse")
+    return rows
+
+
+def test_cifar10_quick(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    _mock_natural(monkeypatch)
+    out = tmp_path / "cifar10"
+    with tfds.testing.mock_data(num_examples=16):
+        C10.main(["--out", str(out), "--quick"])
+    data, md = _check_outputs(out, IMAGE_FIGURES)
+    assert data["experiment"] == "cifar10"
+    rows = _check_natural_rows(data, C10.KINDS, "AS-VAE Table 2", C10.SETUP.paper)
+    assert rows[("NLL, bits/dim (AS-VAE Table 2)", "asvae_g")]["paper"] == 93.12
+    assert rows[("reconstruction RMSE, 0-255 scale (AS-VAE Table 2)", "asvae")]["paper"] == 3.36
+    # No InceptionV3 here: our small classifier, and the results say it is not comparable.
+    clf = data["details"]["classifier"]
+    assert clf["kind"] == "small" and clf["comparable_with_paper"] is False
+    assert clf["metadata"]["dataset"] == "cifar10"
+    assert "unreachable" in clf["reason"]
+    quantity = ("Inception-score formula with a non-Inception classifier "
+                "(NOT the Inception score)")
+    for kind, number in (("asvae_r", 2.91), ("asvae_g", 6.89), ("asvae", 6.34)):
+        r = rows[(quantity, kind)]
+        assert _finite(r["ours"]) and 1 - 1e-6 <= r["ours"] <= 10 + 1e-6
+        assert r["paper"] == f"not comparable (paper: {number} with Inception)"
+        assert "small cifar10 CNN" in r["estimator"]
+        assert rows[("Frechet distance of classifier activations", kind)]["ours"] >= 0
+    assert "NOT comparable" in md and "small cifar10 CNN" in md
+    assert (out / "classifier" / "cifar10.keras").is_file()
+    assert data["details"]["asvae"]["model"]["latent_dim"] == 8
+
+
+def test_imagenet64_quick(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    _mock_natural(monkeypatch)
+    out = tmp_path / "imagenet64"
+    with tfds.testing.mock_data(num_examples=16):
+        I64.main(["--out", str(out), "--quick"])
+    data, md = _check_outputs(out, IMAGE_FIGURES)
+    assert data["experiment"] == "imagenet64"
+    rows = _check_natural_rows(data, ["asvae"], "AS-VAE Table 3", I64.SETUP.paper)
+    assert rows[("NLL, bits/dim (AS-VAE Table 3)", "asvae")]["paper"] == 3.71
+    score = rows[("Inception score (AS-VAE Table 3)", "asvae")]
+    assert score["paper"] == 11.14 and score["ours"].startswith("not computed")
+    assert data["details"]["classifier"]["kind"] == "none"
+    assert data["details"]["asvae"]["data"]["cache"] is False
+    assert "No Inception-score formula" in md
+
+
+@pytest.mark.parametrize("module, expected", [
+    (C10, "cifar-10-binary.tar.gz"), (I64, "Imagenet64_val_npz.zip")])
+def test_missing_data_stops_before_writing(module, expected, tmp_path, capsys):
+    from tf_asvae import data as D
+
+    out = tmp_path / "out"
+    argv = ["--out", str(out), "--quick", "--manual-dir", str(tmp_path / "nowhere"),
+            "--data-dir", str(tmp_path / "tfds")]
+    with pytest.raises(D.MissingDataFileError, match=expected):
+        module.main(argv)
+    assert not out.exists()
+    # As a program: exit status 2 and the data error.
+    with pytest.raises(SystemExit) as info:
+        C10.cli(module.SETUP.experiment, lambda: module.main(argv))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and str(tmp_path / "nowhere") in err
+    assert not out.exists()
+
+
+def test_classifier_choice(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    from tf_asvae.evaluation import classifiers as C
+
+    weights = tmp_path / "inception.h5"
+    weights.write_bytes(b"")
+    monkeypatch.setattr(C, "_download_inception_weights", lambda *a, **k: str(weights))
+    args = Namespace(inception_weights=None)
+    for setup in (C10.SETUP, I64.SETUP):
+        clf = C10.resolve_classifier(setup, "auto", args)
+        assert clf["kind"] == "inception_v3" and clf["argv"][-1] == str(weights)
+    # With InceptionV3 the paper's number is attached as a number.
+    fake = {"report": {"metrics": {"is": {"value": 5.0}, "fid": {"value": 1.0}}}}
+    rows = {r["quantity"]: r for r in C10.rows_for(C10.SETUP, "asvae", fake, clf)}
+    assert rows["Inception score (AS-VAE Table 2)"]["paper"] == 6.34
+
+    def offline(*a, **k):
+        raise OSError("offline")
+
+    monkeypatch.setattr(C, "_download_inception_weights", offline)
+    assert C10.resolve_classifier(C10.SETUP, "auto", args)["kind"] == "small"
+    assert C10.resolve_classifier(I64.SETUP, "auto", args)["kind"] == "none"
+    assert C10.resolve_classifier(C10.SETUP, "none", args)["kind"] == "none"
+    with pytest.raises(ValueError, match="--inception-weights"):
+        C10.resolve_classifier(C10.SETUP, "inception_v3", args)
+    with pytest.raises(ValueError, match="imagenet64"):
+        C10.resolve_classifier(I64.SETUP, "small", args)
+    with pytest.raises(ValueError, match="--classifier"):
+        C10.resolve_classifier(C10.SETUP, "resnet", args)
+    with pytest.raises(ValueError, match="unknown kind"):
+        C10.select(C10.SETUP, "asvae,vae")

@@ -155,3 +155,182 @@ def savefig(fig, out_dir, name: str) -> str:
 
     plt.close(fig)
     return name
+
+
+# ------------------------------------------------------------------------------ trained runs
+# The image experiments (mnist, cifar10, imagenet64) train with ``trainers.train`` and
+# evaluate with ``trainers.evaluate``; these helpers hold what they share: checking the
+# data before anything is written, run directories that resume, evaluation reports that
+# are reused when nothing changed, and the figures made from the reports.
+
+
+def check_data(configs) -> None:
+    """Prepares (or finds prepared) every data set of ``configs`` (DataConfigs) before
+    anything is written; a missing or corrupt data set raises ``tf_asvae.data.DataError``
+    naming the file and the place it was expected."""
+    from tf_asvae import data as D
+
+    seen = set()
+    for config in configs:
+        key = (config.name, config.data_dir, config.manual_dir)
+        if key not in seen:
+            seen.add(key)
+            D.prepare(config)
+
+
+def run_spec(argv, model_changes: dict | None = None):
+    """``trainers.train.parse(argv)`` (a RunSpec), with ``model_changes`` applied to its
+    ModelConfig (``ModelConfig.replace``: top-level or nested fields; validated)."""
+    import dataclasses
+
+    from trainers import train as T
+
+    spec = T.parse(list(argv))
+    if model_changes:
+        spec = dataclasses.replace(spec, model=spec.model.replace(**model_changes))
+    return spec
+
+
+def check_runs(specs) -> None:
+    """Raises ValueError (before any training) if a run directory holds a run of another
+    configuration, e.g. an earlier invocation with another budget in the same --out."""
+    from trainers import train as T
+
+    for spec in specs:
+        T.check_run_dir(spec)
+
+
+def train_run(spec, clock: Clock | None = None, stage: str = "train") -> dict:
+    """Trains (or resumes, or finds complete) ``spec`` with ``trainers.train.train``.
+
+    Returns ``{"status", "history", "epochs_trained", "seconds", "message"}``; ``status``
+    is ``trained``, ``resumed``, ``complete`` (finished by an earlier invocation, nothing
+    done) or ``diverged`` (non-finite loss: ``best.keras``, if any, holds the best epoch
+    before it).  ``seconds``: training time over all invocations, kept in
+    ``RUN_DIR.seconds.json``; ``clock`` gets it as ``stage`` (this invocation) or
+    ``stage (earlier invocation)``."""
+    from tf_asvae import callbacks as cbs
+    from trainers import train as T
+
+    record = pathlib.Path(str(spec.run_dir) + ".seconds.json")
+    try:
+        earlier = float(json.loads(record.read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        earlier = 0.0
+    start = time.perf_counter()
+    try:
+        result = T.train(spec)
+        status, history, message = result.status, result.history, None
+    except cbs.NonFiniteLossError as e:
+        status, message = "diverged", str(e)
+        history = cbs.read_history(os.path.join(spec.run_dir, T.HISTORY_FILE))
+    elapsed = time.perf_counter() - start
+    if status == "trained":  # from scratch: an old record belongs to a removed run
+        earlier = 0.0
+    if status == "complete":
+        elapsed = 0.0
+        if clock is not None:
+            clock.stages[f"{stage} (earlier invocation)"] = earlier
+    else:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"seconds": earlier + elapsed}) + "\n")
+        if clock is not None:
+            clock.stages[stage] = clock.stages.get(stage, 0.0) + elapsed
+    return {"status": status, "history": history,
+            "epochs_trained": len(history.get("epoch", [])), "seconds": earlier + elapsed,
+            "message": message}
+
+
+def has_checkpoint(run_dir) -> bool:
+    from trainers import evaluate as E
+
+    return os.path.isfile(os.path.join(run_dir, E.BEST_FILE))
+
+
+def evaluate_run(argv, clock: Clock | None = None, stage: str = "evaluate") -> tuple:
+    """``trainers.evaluate.evaluate(parse(argv))`` -> ``(report, reused)``.  A report
+    already at ``--out`` is reused when its settings equal the requested ones and it is
+    newer than the checkpoint (so a resumed experiment does not re-run AIS); its time then
+    goes to ``clock`` as ``stage (earlier invocation)``."""
+    import dataclasses
+
+    from trainers import evaluate as E
+
+    spec = E.parse(list(argv))
+    out = pathlib.Path(spec.out)
+    if out.is_file() and out.stat().st_mtime > os.path.getmtime(spec.checkpoint):
+        try:
+            old = json.loads(out.read_text())
+        except (OSError, json.JSONDecodeError):
+            old = None
+        wanted = json.loads(json.dumps(E._clean(dataclasses.asdict(spec))))
+        if old and old.get("format") == E.REPORT_FORMAT and old.get("settings") == wanted:
+            if clock is not None:
+                key = f"{stage} (earlier invocation)"
+                clock.stages[key] = clock.stages.get(key, 0.0) + float(old.get("seconds") or 0)
+            return old, True
+    return E.evaluate(spec), False
+
+
+def metric_text(entry: dict, digits: int = 3) -> str:
+    """``s.e. X, N examples`` for a metric entry of an evaluation report."""
+    parts = []
+    se = entry.get("standard_error")
+    if isinstance(se, (int, float)) and math.isfinite(se):
+        parts.append(f"s.e. {se:.{digits}g}")
+    if entry.get("num_examples") is not None:
+        parts.append(f"{entry['num_examples']} test examples")
+    return ", ".join(parts)
+
+
+def plot_report_images(reports: dict, key: str, out_dir, name: str, title: str):
+    """One figure of the PNG grids (``key``: ``samples`` or ``reconstructions``) that
+    ``trainers.evaluate`` wrote beside each report; ``reports``: label -> (report path,
+    report).  Returns the file name, or None when no report has such a grid."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for label, (path, report) in reports.items():
+        image = (report or {}).get("images", {}).get(key)
+        if image and (pathlib.Path(path).parent / image).is_file():
+            panels.append((label, mpimg.imread(pathlib.Path(path).parent / image)))
+    if not panels:
+        return None
+    cols = min(len(panels), 4)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (label, image) in zip(axes.ravel(), panels):
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(label, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    return savefig(fig, out_dir, name)
+
+
+def plot_histories(histories: dict, out_dir, name: str = "training_curves.png"):
+    """Training loss and validation reconstruction (the early-stopping monitor) per epoch,
+    one line per run (``histories``: label -> history.json content)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for label, history in histories.items():
+        epochs = history.get("epoch") or []
+        for ax, key in zip(axes, ("loss", "val_reconstruction")):
+            values = history.get(key) or []
+            points = [(e + 1, v) for e, v in zip(epochs, values)
+                      if isinstance(v, (int, float)) and math.isfinite(v)]
+            if points:
+                ax.plot(*zip(*points), marker=".", label=label)
+    axes[0].set_ylabel("training loss (the model's objective)")
+    axes[1].set_ylabel("validation reconstruction (early stopping)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    if any(ax.lines for ax in axes):
+        axes[1].legend(fontsize=7)
+    return savefig(fig, out_dir, name)
