@@ -106,10 +106,6 @@ def build_parser(setup: Setup, description: str):
     p.add_argument("--only", default=None,
                    help=f"comma-separated kinds among {list(KINDS)} "
                         f"(default: {','.join(setup.default_kinds)})")
-    p.add_argument("--data-dir", default=None, help="TFDS directory of prepared data")
-    p.add_argument("--manual-dir", default=None,
-                   help="directory of the downloaded data files (or their parent); default "
-                        "$TF_ASVAE_MANUAL_DIR")
     p.add_argument("--classifier", default="auto",
                    help="auto (InceptionV3 if its weights can be had, else "
                         + ("our small CNN" if setup.small_classifier else "none") + "), "
@@ -117,47 +113,23 @@ def build_parser(setup: Setup, description: str):
                         ".keras file from trainers.train_classifier")
     p.add_argument("--inception-weights", default=None,
                    help="local inception_v3_weights_tf_dim_ordering_tf_kernels.h5")
-    g = p.add_argument_group("training budget (default: the full setting, or --quick's)")
-    g.add_argument("--epochs", type=int, default=None, help="maximum epochs per model")
-    g.add_argument("--steps-per-epoch", default=None,
-                   help="training steps per epoch, or 'all' (one pass over the training set)")
-    g.add_argument("--validation-steps", default=None, help="validation batches, or 'all'")
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--learning-rate", type=float, default=None)
-    g.add_argument("--patience", type=int, default=None,
-                   help="epochs without improvement of the validation reconstruction")
+    g = common.add_run_flags(p, "the downloaded data files")
     g.add_argument("--latent-dim", type=int, default=None, help="default: the preset's")
-    g.add_argument("--max-train-examples", type=int, default=None)
     g.add_argument("--classifier-epochs", type=int, default=None,
                    help="epochs of the small classifier (--classifier small/auto fallback)")
-    g = p.add_argument_group("estimators (default: the full setting, or --quick's)")
-    g.add_argument("--max-eval-examples", type=int, default=None,
-                   help="first N test images (default: the whole test split)")
-    g.add_argument("--eval-batch-size", type=int, default=None)
-    g.add_argument("--num-samples", type=int, default=None, help="importance samples K")
+    g = common.add_estimator_flags(p, "first N test images (default: the whole test split)")
     g.add_argument("--num-generated", type=int, default=None,
                    help="generated images for the Inception-score formula")
     g.add_argument("--num-splits", type=int, default=None)
-    g.add_argument("--num-images", type=int, default=None, help="images per sample grid")
     return p
 
 
 def settings(setup: Setup, args) -> dict:
-    cfg = dict(setup.quick if args.quick else setup.full)
-    for key in cfg:
-        value = getattr(args, key, None)
-        if value is not None:
-            cfg[key] = value
-    for key in ("epochs", "batch_size", "patience", "num_samples", "eval_batch_size",
-                "num_generated", "num_splits", "classifier_epochs"):
-        if not (isinstance(cfg[key], int) and cfg[key] > 0):
-            raise ValueError(f"--{key.replace('_', '-')} must be a positive integer. "
-                             f"Received: {cfg[key]!r}")
-    for key in ("max_eval_examples", "max_train_examples", "latent_dim"):
-        if cfg[key] is not None and cfg[key] <= 0:
-            raise ValueError(f"--{key.replace('_', '-')} must be a positive integer. "
-                             f"Received: {cfg[key]!r}")
-    return cfg
+    return common.settings_from_args(
+        setup.quick if args.quick else setup.full, args,
+        ("epochs", "batch_size", "patience", "num_samples", "eval_batch_size",
+         "num_generated", "num_splits", "classifier_epochs"),
+        ("max_eval_examples", "max_train_examples", "latent_dim"))
 
 
 def select(setup: Setup, only) -> list:
@@ -171,26 +143,9 @@ def select(setup: Setup, only) -> list:
     return [k for k in KINDS if k in kinds]
 
 
-def _data_flags(args) -> list:
-    out = []
-    if args.data_dir:
-        out += ["--data-dir", args.data_dir]
-    if args.manual_dir:
-        out += ["--manual-dir", args.manual_dir]
-    return out
-
-
 def train_argv(setup: Setup, kind: str, cfg: dict, args, run_dir) -> list:
-    argv = ["--model", kind, "--dataset", setup.dataset, "--run-dir", str(run_dir),
-            "--run-name", f"{setup.experiment}_{kind}", "--no-export",
-            "--epochs", str(cfg["epochs"]), "--steps-per-epoch", str(cfg["steps_per_epoch"]),
-            "--validation-steps", str(cfg["validation_steps"]),
-            "--batch-size", str(cfg["batch_size"]), "--learning-rate", str(cfg["learning_rate"]),
-            "--patience", str(cfg["patience"]), "--num-images", "0",
-            "--shuffle-buffer", str(cfg["shuffle_buffer"]), "--seed", str(args.seed),
-            "--verbose", str(cfg["verbose"])] + _data_flags(args)
-    if cfg["max_train_examples"]:
-        argv += ["--max-train-examples", str(cfg["max_train_examples"])]
+    argv = common.base_train_argv(kind, setup.dataset, run_dir, f"{setup.experiment}_{kind}",
+                                  cfg, args)
     if cfg["latent_dim"]:
         argv += ["--latent-dim", str(cfg["latent_dim"])]
     if not cfg["cache"]:

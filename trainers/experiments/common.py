@@ -334,3 +334,82 @@ def plot_histories(histories: dict, out_dir, name: str = "training_curves.png"):
     if any(ax.lines for ax in axes):
         axes[1].legend(fontsize=7)
     return savefig(fig, out_dir, name)
+
+
+# ------------------------------------------------------------------------------ image experiments' flags
+
+
+def add_run_flags(p: argparse.ArgumentParser, manual_help: str):
+    """``--data-dir --manual-dir`` and the training-budget group shared by the image
+    experiments; returns the budget group (for experiment-specific flags)."""
+    p.add_argument("--data-dir", default=None, help="TFDS directory of prepared data")
+    p.add_argument("--manual-dir", default=None,
+                   help=f"directory of {manual_help} (or their parent); default "
+                        "$TF_ASVAE_MANUAL_DIR")
+    g = p.add_argument_group("training budget (default: the full setting, or --quick's)")
+    g.add_argument("--epochs", type=int, default=None, help="maximum epochs per model")
+    g.add_argument("--steps-per-epoch", default=None,
+                   help="training steps per epoch, or 'all' (one pass over the training set)")
+    g.add_argument("--validation-steps", default=None, help="validation batches, or 'all'")
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--learning-rate", type=float, default=None)
+    g.add_argument("--patience", type=int, default=None,
+                   help="epochs without improvement of the validation reconstruction")
+    g.add_argument("--max-train-examples", type=int, default=None)
+    return g
+
+
+def add_estimator_flags(p: argparse.ArgumentParser, eval_examples_help: str):
+    """The estimator group shared by the image experiments; returns it."""
+    g = p.add_argument_group("estimators (default: the full setting, or --quick's)")
+    g.add_argument("--max-eval-examples", type=int, default=None, help=eval_examples_help)
+    g.add_argument("--eval-batch-size", type=int, default=None)
+    g.add_argument("--num-samples", type=int, default=None, help="importance samples K")
+    g.add_argument("--num-images", type=int, default=None, help="images per sample grid")
+    return g
+
+
+def settings_from_args(base: dict, args, positive: tuple, optional_positive: tuple) -> dict:
+    """``base`` (the full or --quick setting) with the command line's overrides; the keys
+    in ``positive`` must be positive integers, those in ``optional_positive`` None or
+    positive (ValueError naming the flag otherwise)."""
+    cfg = dict(base)
+    for key in cfg:
+        value = getattr(args, key, None)
+        if value is not None:
+            cfg[key] = value
+    for key in positive:
+        if not (isinstance(cfg[key], int) and cfg[key] > 0):
+            raise ValueError(f"--{key.replace('_', '-')} must be a positive integer. "
+                             f"Received: {cfg[key]!r}")
+    for key in optional_positive:
+        if cfg[key] is not None and cfg[key] <= 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be a positive integer. "
+                             f"Received: {cfg[key]!r}")
+    return cfg
+
+
+def data_flags(args) -> list:
+    """``--data-dir``/``--manual-dir`` to pass on to the training and evaluation programs."""
+    out = []
+    if args.data_dir:
+        out += ["--data-dir", args.data_dir]
+    if args.manual_dir:
+        out += ["--manual-dir", args.manual_dir]
+    return out
+
+
+def base_train_argv(kind: str, dataset: str, run_dir, run_name: str, cfg: dict, args) -> list:
+    """The ``trainers.train`` arguments every image experiment passes (budget, seed,
+    data location; no export, no image grids)."""
+    argv = ["--model", kind, "--dataset", dataset, "--run-dir", str(run_dir),
+            "--run-name", run_name, "--no-export",
+            "--epochs", str(cfg["epochs"]), "--steps-per-epoch", str(cfg["steps_per_epoch"]),
+            "--validation-steps", str(cfg["validation_steps"]),
+            "--batch-size", str(cfg["batch_size"]), "--learning-rate", str(cfg["learning_rate"]),
+            "--patience", str(cfg["patience"]), "--num-images", "0",
+            "--shuffle-buffer", str(cfg["shuffle_buffer"]), "--seed", str(args.seed),
+            "--verbose", str(cfg["verbose"])] + data_flags(args)
+    if cfg["max_train_examples"]:
+        argv += ["--max-train-examples", str(cfg["max_train_examples"])]
+    return argv

@@ -141,75 +141,31 @@ def build_parser():
     p.add_argument("--only", default=None,
                    help="comma-separated subset: table1, table2, a kind (asvae_r), TABLE/KIND "
                         "or an entry (table2/avb_ac-8d); default: everything")
-    p.add_argument("--data-dir", default=None, help="TFDS directory of prepared data")
-    p.add_argument("--manual-dir", default=None,
-                   help="directory of the downloaded MNIST / binarized MNIST files (or their "
-                        "parent); default $TF_ASVAE_MANUAL_DIR")
-    g = p.add_argument_group("training budget (default: the full setting, or --quick's)")
-    g.add_argument("--epochs", type=int, default=None, help="maximum epochs per model")
-    g.add_argument("--steps-per-epoch", default=None,
-                   help="training steps per epoch, or 'all' (one pass over the training set)")
-    g.add_argument("--validation-steps", default=None, help="validation batches, or 'all'")
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--learning-rate", type=float, default=None)
-    g.add_argument("--patience", type=int, default=None,
-                   help="epochs without improvement of the validation reconstruction")
+    g = common.add_run_flags(p, "the downloaded MNIST / binarized MNIST files")
     g.add_argument("--flow-length", type=int, default=None,
                    help="planar flow on q(z|x) in Table 1 (paper: 80)")
-    g.add_argument("--max-train-examples", type=int, default=None)
-    g = p.add_argument_group("estimators (default: the full setting, or --quick's)")
-    g.add_argument("--max-eval-examples", type=int, default=None,
-                   help="first N test images for IS and the ELBO (default: all 10000)")
-    g.add_argument("--eval-batch-size", type=int, default=None)
-    g.add_argument("--num-samples", type=int, default=None, help="importance samples K")
+    g = common.add_estimator_flags(
+        p, "first N test images for IS and the ELBO (default: all 10000)")
     g.add_argument("--ais-steps", type=int, default=None, help="AIS intermediate distributions")
     g.add_argument("--ais-chains", type=int, default=None)
     g.add_argument("--ais-leapfrog", type=int, default=None)
     g.add_argument("--ais-max-examples", type=int, default=None,
                    help="test images for AIS (paper: 2048)")
-    g.add_argument("--num-images", type=int, default=None, help="images per sample grid")
     return p
 
 
 def settings(args) -> dict:
     """The full (or --quick) setting with the command line's overrides."""
-    cfg = dict(QUICK if args.quick else FULL)
-    for key in cfg:
-        value = getattr(args, key, None)
-        if value is not None:
-            cfg[key] = value
-    for key in ("epochs", "batch_size", "patience", "num_samples", "ais_steps", "ais_chains",
-                "ais_leapfrog", "eval_batch_size"):
-        if not (isinstance(cfg[key], int) and cfg[key] > 0):
-            raise ValueError(f"--{key.replace('_', '-')} must be a positive integer. "
-                             f"Received: {cfg[key]!r}")
-    for key in ("max_eval_examples", "ais_max_examples", "max_train_examples"):
-        if cfg[key] is not None and cfg[key] <= 0:
-            raise ValueError(f"--{key.replace('_', '-')} must be a positive integer. "
-                             f"Received: {cfg[key]!r}")
-    return cfg
-
-
-def _data_flags(args) -> list:
-    out = []
-    if args.data_dir:
-        out += ["--data-dir", args.data_dir]
-    if args.manual_dir:
-        out += ["--manual-dir", args.manual_dir]
-    return out
+    return common.settings_from_args(
+        QUICK if args.quick else FULL, args,
+        ("epochs", "batch_size", "patience", "num_samples", "ais_steps", "ais_chains",
+         "ais_leapfrog", "eval_batch_size"),
+        ("max_eval_examples", "ais_max_examples", "max_train_examples"))
 
 
 def train_argv(entry: Entry, cfg: dict, args, run_dir) -> list:
-    argv = ["--model", entry.kind, "--dataset", DATASET[entry.table],
-            "--run-dir", str(run_dir), "--run-name", entry.slug, "--no-export",
-            "--epochs", str(cfg["epochs"]), "--steps-per-epoch", str(cfg["steps_per_epoch"]),
-            "--validation-steps", str(cfg["validation_steps"]),
-            "--batch-size", str(cfg["batch_size"]), "--learning-rate", str(cfg["learning_rate"]),
-            "--patience", str(cfg["patience"]), "--num-images", "0",
-            "--shuffle-buffer", str(cfg["shuffle_buffer"]), "--seed", str(args.seed),
-            "--verbose", str(cfg["verbose"])] + _data_flags(args)
-    if cfg["max_train_examples"]:
-        argv += ["--max-train-examples", str(cfg["max_train_examples"])]
+    argv = common.base_train_argv(entry.kind, DATASET[entry.table], run_dir, entry.slug, cfg,
+                                  args)
     if entry.table == "table1":
         argv += ["--binarize", "dynamic", "--flow-length", str(cfg["flow_length"])]
         if cfg["latent_dim"]:
