@@ -102,6 +102,58 @@ def _sech2(s):
 # ---------------------------------------------------------------------------
 
 
+def _planar_parameters(u, w, b, inverse_iterations, stacked):
+    """Validates and converts the parameters of one planar layer (``stacked=False``:
+    u, w [..., D], b [...]) or of K stacked layers (``stacked=True``: u, w [K, ..., D],
+    b [K, ...], K static).  Returns (dtype, u, w, b, batch shape of the parameters)."""
+    if not _is_positive_int(inverse_iterations):
+        raise ValueError(
+            "`inverse_iterations` must be a positive integer. "
+            f"Received: inverse_iterations={inverse_iterations!r}"
+        )
+    dtype = _float_dtype(u, w, b)
+    u = tf.convert_to_tensor(u, dtype=dtype, name="u")
+    w = tf.convert_to_tensor(w, dtype=dtype, name="w")
+    b = tf.convert_to_tensor(b, dtype=dtype, name="b")
+    lead = 1 if stacked else 0
+    k = "K, " if stacked else ""
+    if stacked:
+        if u.shape.rank is None or u.shape.rank < 2:
+            raise ValueError(f"`u` must have shape [K, ..., D]. Received: u.shape={u.shape}")
+        length = u.shape[0]
+        if length is None or length < 1:
+            raise ValueError(
+                "The flow length K (leading axis of `u`) must be static and "
+                f"positive. Received: u.shape={u.shape}"
+            )
+        if w.shape.rank is None or w.shape.rank < 2 or w.shape[0] != length:
+            raise ValueError(
+                f"`w` must have shape [K={length}, ..., D]. Received: w.shape={w.shape}")
+        if b.shape.rank is None or b.shape.rank < 1 or b.shape[0] != length:
+            raise ValueError(
+                f"`b` must have shape [K={length}, ...]. Received: b.shape={b.shape}")
+    elif u.shape.rank == 0 or w.shape.rank == 0:
+        raise ValueError(
+            "`u` and `w` must have shape [..., D]. Received: "
+            f"u.shape={u.shape}, w.shape={w.shape}"
+        )
+    if not u.shape[-1:].is_compatible_with(w.shape[-1:]):
+        raise ValueError(
+            "`u` and `w` must have the same event size D. Received: "
+            f"u.shape={u.shape}, w.shape={w.shape}"
+        )
+    try:
+        batch_shape = tf.broadcast_static_shape(
+            tf.broadcast_static_shape(u.shape[lead:-1], w.shape[lead:-1]), b.shape[lead:]
+        )
+    except ValueError as err:
+        raise ValueError(
+            f"The batch shapes of `u` [{k}..., D], `w` [{k}..., D] and `b` [{k}...] must "
+            f"broadcast. Received: u.shape={u.shape}, w.shape={w.shape}, b.shape={b.shape}"
+        ) from err
+    return dtype, u, w, b, batch_shape
+
+
 class PlanarFlow(tfb.Bijector):
     r"""Planar flow ``f(z) = z + u_hat h(w^T z + b)`` with ``h = tanh`` [1].
 
@@ -185,36 +237,8 @@ class PlanarFlow(tfb.Bijector):
         name="planar_flow",
     ):
         parameters = dict(locals())
-        if not _is_positive_int(inverse_iterations):
-            raise ValueError(
-                "`inverse_iterations` must be a positive integer. "
-                f"Received: inverse_iterations={inverse_iterations!r}"
-            )
         with tf.name_scope(name) as scope_name:
-            dtype = _float_dtype(u, w, b)
-            u = tf.convert_to_tensor(u, dtype=dtype, name="u")
-            w = tf.convert_to_tensor(w, dtype=dtype, name="w")
-            b = tf.convert_to_tensor(b, dtype=dtype, name="b")
-            if u.shape.rank == 0 or w.shape.rank == 0:
-                raise ValueError(
-                    "`u` and `w` must have shape [..., D]. Received: "
-                    f"u.shape={u.shape}, w.shape={w.shape}"
-                )
-            if not u.shape[-1:].is_compatible_with(w.shape[-1:]):
-                raise ValueError(
-                    "`u` and `w` must have the same event size D. Received: "
-                    f"u.shape={u.shape}, w.shape={w.shape}"
-                )
-            try:
-                tf.broadcast_static_shape(
-                    tf.broadcast_static_shape(u.shape[:-1], w.shape[:-1]), b.shape
-                )
-            except ValueError as err:
-                raise ValueError(
-                    "The batch shapes of `u` [..., D], `w` [..., D] and `b` [...] "
-                    f"must broadcast. Received: u.shape={u.shape}, "
-                    f"w.shape={w.shape}, b.shape={b.shape}"
-                ) from err
+            dtype, u, w, b, _ = _planar_parameters(u, w, b, inverse_iterations, stacked=False)
             self._u = u
             self._w = w
             self._b = b
@@ -499,53 +523,13 @@ class PlanarFlowStack(tfb.Bijector):
         name="planar_flow_stack",
     ):
         parameters = dict(locals())
-        if not _is_positive_int(inverse_iterations):
-            raise ValueError(
-                "`inverse_iterations` must be a positive integer. "
-                f"Received: inverse_iterations={inverse_iterations!r}"
-            )
         with tf.name_scope(name) as scope_name:
-            dtype = _float_dtype(u, w, b)
-            u = tf.convert_to_tensor(u, dtype=dtype, name="u")
-            w = tf.convert_to_tensor(w, dtype=dtype, name="w")
-            b = tf.convert_to_tensor(b, dtype=dtype, name="b")
-            if u.shape.rank is None or u.shape.rank < 2:
-                raise ValueError(
-                    f"`u` must have shape [K, ..., D]. Received: u.shape={u.shape}"
-                )
-            length = u.shape[0]
-            if length is None or length < 1:
-                raise ValueError(
-                    "The flow length K (leading axis of `u`) must be static and "
-                    f"positive. Received: u.shape={u.shape}"
-                )
-            if w.shape.rank is None or w.shape.rank < 2 or w.shape[0] != length:
-                raise ValueError(
-                    f"`w` must have shape [K={length}, ..., D]. Received: w.shape={w.shape}"
-                )
-            if b.shape.rank is None or b.shape.rank < 1 or b.shape[0] != length:
-                raise ValueError(
-                    f"`b` must have shape [K={length}, ...]. Received: b.shape={b.shape}"
-                )
-            if not u.shape[-1:].is_compatible_with(w.shape[-1:]):
-                raise ValueError(
-                    "`u` and `w` must have the same event size D. Received: "
-                    f"u.shape={u.shape}, w.shape={w.shape}"
-                )
-            try:
-                batch_shape = tf.broadcast_static_shape(
-                    tf.broadcast_static_shape(u.shape[1:-1], w.shape[1:-1]), b.shape[1:]
-                )
-            except ValueError as err:
-                raise ValueError(
-                    "The batch shapes of `u` [K, ..., D], `w` [K, ..., D] and `b` "
-                    f"[K, ...] must broadcast. Received: u.shape={u.shape}, "
-                    f"w.shape={w.shape}, b.shape={b.shape}"
-                ) from err
+            dtype, u, w, b, batch_shape = _planar_parameters(u, w, b, inverse_iterations,
+                                                             stacked=True)
             self._u = u
             self._w = w
             self._b = b
-            self._length = int(length)
+            self._length = int(u.shape[0])
             self._param_batch_shape = batch_shape
             self._inverse_iterations = int(inverse_iterations)
             super().__init__(
