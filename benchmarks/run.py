@@ -75,10 +75,12 @@ def reference_vae(preset, overrides):
 
         def train_step(self, data):
             with tf.GradientTape() as tape:
+                # As Keras' mixed-precision guide does: densities and losses in float32.
                 z_mean, scale, _ = self.encoder(data, training=True)
+                z_mean, scale = tf.cast(z_mean, tf.float32), tf.cast(scale, tf.float32)
                 eps = keras.random.normal(tf.shape(z_mean), seed=self.seed_generator)
                 z = z_mean + scale * eps
-                raw = self.decoder(z, training=True)
+                raw = tf.cast(self.decoder(z, training=True), tf.float32)
                 if cfg.likelihood == "bernoulli":
                     rec = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(data, raw),
                                         axis=(1, 2, 3))
@@ -89,7 +91,8 @@ def reference_vae(preset, overrides):
                                         + 0.5 * np.log(2 * np.pi), axis=(1, 2, 3))
                 kl = -0.5 * (1 + 2 * tf.math.log(scale) - tf.square(z_mean) - tf.square(scale))
                 total = tf.reduce_mean(rec + tf.reduce_sum(kl, axis=1))
-            grads = tape.gradient(total, self.trainable_weights)
+                scaled = self.optimizer.scale_loss(total)  # no-op unless float16
+            grads = tape.gradient(scaled, self.trainable_weights)
             self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
             self.total_loss_tracker.update_state(total)
             return {"loss": self.total_loss_tracker.result()}
@@ -177,17 +180,20 @@ def step_flops(model, image_shape, batch):
     return int(prof.total_float_ops)
 
 
-def pipeline_throughput(batch, seconds=5.0):
-    """Images/s of the training input pipeline alone (real MNIST when available)."""
+def pipeline_throughput(batch, seconds=5.0, manual=None, data_dir=None):
+    """Images/s of the training input pipeline alone: the real MNIST pipeline when the
+    files are available (``manual``, else $TF_ASVAE_MANUAL_DIR), else an in-memory
+    stand-in of the same size (the result says which)."""
     tf = _tf()
     from tf_asvae import data
-    manual = os.environ.get(data.ENV_MANUAL_DIR)
+    manual = manual or os.environ.get(data.ENV_MANUAL_DIR)
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR")
     source = "in-memory"
     ds = None
     if manual:
         try:
             cfg = data.DataConfig(name="mnist", batch_size=batch, manual_dir=manual,
-                                  data_dir=os.environ.get("TFDS_DATA_DIR"))
+                                  data_dir=data_dir)
             ds = data.load_split(cfg, "train", training=True, repeat=True)
             source = "tfds mnist (offline files)"
         except Exception as err:  # noqa: BLE001 - report and fall back
@@ -332,6 +338,10 @@ def main(argv=None):
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--no-jit", action="store_true", help="skip the XLA variants")
+    parser.add_argument("--manual-dir", default=None,
+                        help="MNIST files for the input-pipeline measure (default "
+                             "$TF_ASVAE_MANUAL_DIR; without them an in-memory stand-in)")
+    parser.add_argument("--data-dir", default=None, help="TFDS directory of prepared data")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="also measure under the mixed_bfloat16/mixed_float16 policy")
     args = parser.parse_args(argv)
@@ -365,6 +375,23 @@ def main(argv=None):
                 print(f"{key:32s} {r['images_per_s']:9.1f} img/s  "
                       f"(step {r['step_ms']:.1f} ms, first epoch {r['first_epoch_s']:.1f} s)",
                       flush=True)
+        if args.mixed_precision:
+            import keras
+
+            policy = "mixed_float16" if tf.config.list_physical_devices("GPU") \
+                else "mixed_bfloat16"
+            previous = keras.mixed_precision.global_policy()
+            keras.mixed_precision.set_global_policy(policy)
+            try:
+                for kind in ("keras_vae",) + tuple(kinds):
+                    key = f"{preset}/{kind}/{policy}"
+                    model, cfg = build(kind, preset, ov, False)
+                    r = train_throughput(model, cfg.image_shape, batch, steps, repeats)
+                    results["train"][key] = r
+                    print(f"{key:32s} {r['images_per_s']:9.1f} img/s  "
+                          f"(step {r['step_ms']:.1f} ms)", flush=True)
+            finally:
+                keras.mixed_precision.set_global_policy(previous)
         if len(tf.config.list_logical_devices("GPU")) > 1:
             strategy = tf.distribute.MirroredStrategy()
             model, cfg = build("asvae", preset, ov, False, strategy)
@@ -387,7 +414,8 @@ def main(argv=None):
             ratios[key]["overhead_beyond_flops"] = (ratios[key]["time_ratio"]
                                                     / ratios[key]["flop_ratio"] - 1)
     results["ratios_to_keras_vae"] = ratios
-    results["input_pipeline"] = pipeline_throughput(batch, 2.0 if args.quick else 10.0)
+    results["input_pipeline"] = pipeline_throughput(batch, 2.0 if args.quick else 10.0,
+                                                    args.manual_dir, args.data_dir)
     results["input_pipeline"]["vs_fastest_train_step"] = (
         results["input_pipeline"]["images_per_s"] / fastest if fastest else None)
     sample_model, cfg = build("asvae", presets[0], overrides if presets[0] == "mnist" else {},
