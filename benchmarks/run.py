@@ -360,36 +360,38 @@ def main(argv=None):
         "quick": args.quick, "batch_size": batch, "steps_per_repeat": steps,
         "repeats": repeats, "overrides": overrides}, "train": {}, "flops": {}}
     fastest = 0.0
+
+    def measure(key, kind, preset, ov, jit, count_flops):
+        model, cfg = build(kind, preset, ov, jit)
+        r = train_throughput(model, cfg.image_shape, batch, steps, repeats)
+        if count_flops:
+            results["flops"][f"{preset}/{kind}"] = step_flops(model, cfg.image_shape, batch)
+        results["train"][key] = r
+        print(f"{key:32s} {r['images_per_s']:9.1f} img/s  "
+              f"(step {r['step_ms']:.1f} ms, first epoch {r['first_epoch_s']:.1f} s)",
+              flush=True)
+        return r["images_per_s"]
+
     for preset in presets:
         ov = overrides if preset in ("mnist", "binarized_mnist", "fashion_mnist") else {}
         for kind in ("keras_vae",) + tuple(kinds):
             for jit in jits:
-                key = f"{preset}/{kind}/{'xla' if jit else 'graph'}"
-                model, cfg = build(kind, preset, ov, jit)
-                r = train_throughput(model, cfg.image_shape, batch, steps, repeats)
-                if not jit:
-                    results["flops"][f"{preset}/{kind}"] = step_flops(model, cfg.image_shape,
-                                                                      batch)
-                results["train"][key] = r
-                fastest = max(fastest, r["images_per_s"])
-                print(f"{key:32s} {r['images_per_s']:9.1f} img/s  "
-                      f"(step {r['step_ms']:.1f} ms, first epoch {r['first_epoch_s']:.1f} s)",
-                      flush=True)
+                rate = measure(f"{preset}/{kind}/{'xla' if jit else 'graph'}", kind, preset,
+                               ov, jit, count_flops=not jit)
+                fastest = max(fastest, rate)
         if args.mixed_precision:
             import keras
 
-            policy = "mixed_float16" if tf.config.list_physical_devices("GPU") \
-                else "mixed_bfloat16"
+            from tf_asvae.config import TrainConfig
+            from trainers.train import precision_policy
+
+            policy = precision_policy(TrainConfig(mixed_precision="auto"))
             previous = keras.mixed_precision.global_policy()
             keras.mixed_precision.set_global_policy(policy)
             try:
                 for kind in ("keras_vae",) + tuple(kinds):
-                    key = f"{preset}/{kind}/{policy}"
-                    model, cfg = build(kind, preset, ov, False)
-                    r = train_throughput(model, cfg.image_shape, batch, steps, repeats)
-                    results["train"][key] = r
-                    print(f"{key:32s} {r['images_per_s']:9.1f} img/s  "
-                          f"(step {r['step_ms']:.1f} ms)", flush=True)
+                    measure(f"{preset}/{kind}/{policy}", kind, preset, ov, False,
+                            count_flops=False)
             finally:
                 keras.mixed_precision.set_global_policy(previous)
         if len(tf.config.list_logical_devices("GPU")) > 1:

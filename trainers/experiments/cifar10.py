@@ -375,24 +375,10 @@ def run(setup: Setup, argv=None, description: str = ""):
                      "estimator": f"{classifier_label(clf)}, {real.get('num_real_examples')} "
                                   "test images"})
     reports = {k: (results[k].get("report_path", ""), results[k].get("report")) for k in kinds}
-    figures = [f for f in (
-        common.plot_report_images(reports, "samples", out, "samples.png",
-                                  f"{setup.dataset}: samples (decoder means at z ~ p(z))"),
-        common.plot_report_images(reports, "reconstructions", out, "reconstructions.png",
-                                  f"{setup.dataset}: test images (odd rows) and "
-                                  "reconstructions (even rows)"),
-        common.plot_histories(histories, out)) if f]
+    figures = common.run_figures(reports, histories, out, setup.dataset)
 
     budget, notes = describe(setup, kinds, cfg, args, specs, trained, clf)
-    details = {k: {"run_dir": str(specs[k].run_dir), "training_status": trained[k]["status"],
-                   "epochs_trained": trained[k]["epochs_trained"],
-                   "training_message": trained[k]["message"],
-                   "model": specs[k].model.to_dict(), "data": specs[k].data.to_dict(),
-                   "training": specs[k].training.to_dict(),
-                   "evaluation_reused": results[k].get("reused"),
-                   "metrics": (results[k].get("report") or {}).get("metrics"),
-                   "elbo_metrics": (results[k].get("elbo_report") or {}).get("metrics"),
-                   "report": results[k].get("report_path")} for k in kinds}
+    details = {k: common.run_details(specs[k], trained[k], results[k]) for k in kinds}
     details["classifier"] = {"kind": clf["kind"], "label": classifier_label(clf),
                              "reason": clf["reason"], "metadata": clf.get("meta"),
                              "comparable_with_paper": clf["kind"] == "inception_v3"}

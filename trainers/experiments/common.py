@@ -413,3 +413,29 @@ def base_train_argv(kind: str, dataset: str, run_dir, run_name: str, cfg: dict, 
     if cfg["max_train_examples"]:
         argv += ["--max-train-examples", str(cfg["max_train_examples"])]
     return argv
+
+
+def run_figures(reports: dict, histories: dict, out_dir, what: str = "") -> list:
+    """The image experiments' figures: samples, reconstructions and training curves
+    (``reports``: label -> (report path, report)); the file names that were written."""
+    prefix = f"{what}: " if what else ""
+    figures = (
+        plot_report_images(reports, "samples", out_dir, "samples.png",
+                           f"{prefix}samples (decoder means at z ~ p(z))"),
+        plot_report_images(reports, "reconstructions", out_dir, "reconstructions.png",
+                           f"{prefix}test images (odd rows) and reconstructions (even rows)"),
+        plot_histories(histories, out_dir))
+    return [f for f in figures if f]
+
+
+def run_details(spec, trained: dict, result: dict) -> dict:
+    """What results.json records of one trained and evaluated model."""
+    return {"run_dir": str(spec.run_dir), "training_status": trained["status"],
+            "epochs_trained": trained["epochs_trained"],
+            "training_message": trained["message"],
+            "model": spec.model.to_dict(), "data": spec.data.to_dict(),
+            "training": spec.training.to_dict(),
+            "evaluation_reused": result.get("reused"),
+            "metrics": (result.get("report") or {}).get("metrics"),
+            "elbo_metrics": (result.get("elbo_report") or {}).get("metrics"),
+            "report": result.get("report_path")}

@@ -316,19 +316,16 @@ def main(argv=None):
         stage = f"evaluate {entry.name}"
         with clock(stage):
             path = eval_dir / f"{entry.slug}.json"
+            # Both tables: importance-sampled NLL (and the image grids).
+            res["report"], res["reused"] = common.evaluate_run(eval_argv(
+                entry, cfg, args, spec.run_dir, path, metrics="nll",
+                num_samples=cfg["num_samples"], num_images=cfg["num_images"]),
+                clock, stage)
             if entry.table == "table1":
-                res["report"], res["reused"] = common.evaluate_run(eval_argv(
-                    entry, cfg, args, spec.run_dir, path, metrics="nll",
-                    num_samples=cfg["num_samples"], num_images=cfg["num_images"]),
-                    clock, stage)
                 res["elbo_report"], _ = common.evaluate_run(eval_argv(
                     entry, cfg, args, spec.run_dir, eval_dir / f"{entry.slug}_elbo.json",
                     metrics="nll", num_samples=1, num_images=0), clock, stage)
             else:
-                res["report"], res["reused"] = common.evaluate_run(eval_argv(
-                    entry, cfg, args, spec.run_dir, path, metrics="nll",
-                    num_samples=cfg["num_samples"], num_images=cfg["num_images"]),
-                    clock, stage)
                 res["ais_report"], _ = common.evaluate_run(eval_argv(
                     entry, cfg, args, spec.run_dir, eval_dir / f"{entry.slug}_ais.json",
                     metrics="ais", num_samples=1, num_images=0,
@@ -344,25 +341,12 @@ def main(argv=None):
     rows = [r for e in entries for r in rows_for(e, results[e], cfg)]
     reports = {e.panel: (results[e].get("report_path", ""), results[e].get("report"))
                for e in entries}
-    figures = [f for f in (
-        common.plot_report_images(reports, "samples", out, "samples.png",
-                                  "Samples (decoder means at z ~ p(z))"),
-        common.plot_report_images(reports, "reconstructions", out, "reconstructions.png",
-                                  "Test images (odd rows) and reconstructions (even rows)"),
-        common.plot_histories(histories, out)) if f]
+    figures = common.run_figures(reports, histories, out)
 
     budget, notes = describe(entries, cfg, args, specs, trained, results)
-    details = {e.name: {"run_dir": str(specs[e].run_dir), "training_status": trained[e]["status"],
-                        "epochs_trained": trained[e]["epochs_trained"],
-                        "training_message": trained[e]["message"],
-                        "model": specs[e].model.to_dict(), "data": specs[e].data.to_dict(),
-                        "training": specs[e].training.to_dict(),
-                        "evaluation_reused": results[e].get("reused"),
-                        "metrics": (results[e].get("report") or {}).get("metrics"),
-                        "elbo_metrics": (results[e].get("elbo_report") or {}).get("metrics"),
+    details = {e.name: {**common.run_details(specs[e], trained[e], results[e]),
                         "ais_metrics": (results[e].get("ais_report") or {}).get("metrics"),
-                        "elbo": results[e].get("elbo"),
-                        "report": results[e].get("report_path")}
+                        "elbo": results[e].get("elbo")}
                for e in entries}
     cmd = "python -m trainers.experiments.mnist " + " ".join(shlex.quote(a) for a in argv)
     return common.write_results(
