@@ -48,6 +48,7 @@ def test_shorthand_and_nested_overrides():
     (lambda: build_model("asvae", "mnist", generated_x="sample"), r"generated_x='sample'"),
     (lambda: build_model("vae", "mnist", decoder_flow_length=3), r"likelihood='gaussian'"),
     (lambda: build_model("vae", "mnist", image_shape=(28, 28)), r"image_shape"),
+    (lambda: build_model("vae", "mnist", activation="tanh"), r"activation='tanh'.*'relu'"),
     (lambda: build_model("avb", "mnist", flows=dict(posterior_flow="planar",
                                                      posterior_flow_length=2)),
      r"posterior_flow='planar'"),

@@ -15,6 +15,8 @@ from typing import Any, Mapping, Tuple
 MODEL_KINDS = ("vae", "asvae", "asvae_r", "asvae_g", "avb", "avb_ac")
 LIKELIHOODS = ("bernoulli", "gaussian")
 ARCHITECTURES = ("mnist", "cifar10", "imagenet64", "mlp")
+# Hidden-layer nonlinearities (Keras activation names); the papers use "relu".
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu")
 POSTERIOR_FLOWS = ("none", "planar", "iaf")
 GENERATED_X = ("mean", "sample", "relaxed")
 
@@ -66,9 +68,11 @@ class NetworkConfig:
     encoder_dropout: float = 0.0
     decoder_dropout: float = 0.0
     disc_dropout: float = 0.2
+    activation: str = "relu"
 
     def __post_init__(self):
         _check_choice("architecture", self.architecture, ARCHITECTURES)
+        _check_choice("activation", self.activation, ACTIVATIONS)
         for name in ("encoder_conv", "decoder_deconv", "disc_x_conv"):
             value = getattr(self, name)
             object.__setattr__(self, name, tuple(tuple(int(v) for v in t) for t in value))

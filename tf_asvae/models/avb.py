@@ -36,7 +36,8 @@ class _AVBBase(BaseModel):
         self.made_layers = []
         self.encoder = NoiseEncoder(cfg.latent_dim, net.noise_dim, net.encoder_conv,
                                     net.encoder_mlp, (max(256, 2 * cfg.latent_dim),),
-                                    net.batch_norm, net.encoder_dropout, name="encoder")
+                                    net.batch_norm, net.encoder_dropout, net.activation,
+                                    name="encoder")
 
     def _build_critics(self):
         self.critic_t = self._make_critic("T_psi")

@@ -69,7 +69,7 @@ class BaseModel(keras.Model):
         net, fl = config.network, config.flows
         self.decoder = Decoder(config.image_shape, config.likelihood, net.decoder_mlp,
                                net.decoder_start, net.decoder_deconv, net.batch_norm,
-                               net.decoder_dropout, name="decoder")
+                               net.decoder_dropout, net.activation, name="decoder")
         self.decoder_flow_params = None
         if fl.decoder_flow_length:
             self.decoder_flow_params = flows.PlanarFlowParameters(
@@ -87,7 +87,8 @@ class BaseModel(keras.Model):
         cfg, net, fl = self.model_config, self.model_config.network, self.model_config.flows
         self.encoder = GaussianEncoder(cfg.latent_dim, net.encoder_conv, net.encoder_mlp,
                                        net.batch_norm, net.encoder_dropout,
-                                       cfg.objective.min_scale, name="encoder")
+                                       cfg.objective.min_scale, net.activation,
+                                       name="encoder")
         self.posterior_flow_params = None
         self.made_layers = []
         if fl.posterior_flow == "planar":
@@ -118,7 +119,7 @@ class BaseModel(keras.Model):
         net = self.model_config.network
         return JointDiscriminator(net.disc_x_conv, net.disc_x_mlp, net.disc_z_mlp,
                                   net.disc_joint_mlp, net.batch_norm, net.disc_dropout,
-                                  name=name)
+                                  net.activation, name=name)
 
     @property
     def generator_variables(self):

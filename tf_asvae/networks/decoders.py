@@ -7,7 +7,8 @@ import math
 import keras
 from keras import ops
 
-from tf_asvae.networks.blocks import INIT, apply, as_sizes, as_triples, conv_block, mlp_layers
+from tf_asvae.networks.blocks import (INIT, SyncBatchNormalization, apply, as_sizes, as_triples,
+                                      check_activation, conv_block, mlp_layers)
 
 _PARAMS = {"bernoulli": 1, "gaussian": 2}
 
@@ -19,12 +20,12 @@ class Decoder(keras.layers.Layer):
     P = 1 (Bernoulli logits) or 2 (Gaussian location, then pre-softplus scale);
     ``tf_asvae.distributions.observation_distribution`` turns them into p(x|z).
     Convolutional form (AS-VAE Figs. 5-7): MLP -> dense to ``start`` -> batch norm,
-    ReLU -> transposed convolutions -> 3x3 convolution to C * P channels.
+    activation -> transposed convolutions -> 3x3 convolution to C * P channels.
     With ``deconv=()`` it is an MLP ending in a dense layer of H * W * C * P units.
     """
 
     def __init__(self, image_shape, likelihood="bernoulli", mlp=(), start=(7, 7, 64),
-                 deconv=(), batch_norm=True, dropout=0.0, **kwargs):
+                 deconv=(), batch_norm=True, dropout=0.0, activation="relu", **kwargs):
         super().__init__(**kwargs)
         if likelihood not in _PARAMS:
             raise ValueError(f"Unknown likelihood: Received: likelihood={likelihood!r}. "
@@ -36,9 +37,10 @@ class Decoder(keras.layers.Layer):
         self.deconv = as_triples(deconv)
         self.batch_norm = bool(batch_norm)
         self.dropout = float(dropout)
+        self.activation = check_activation(activation)
         h, w, c = self.image_shape
         out_channels = c * _PARAMS[likelihood]
-        self.blocks = mlp_layers(self.mlp, self.dropout)
+        self.blocks = mlp_layers(self.mlp, self.dropout, activation=activation)
         if self.deconv:
             sh, sw = self.start[0], self.start[1]
             for _, _, s in self.deconv:
@@ -52,10 +54,11 @@ class Decoder(keras.layers.Layer):
             self.blocks.append(keras.layers.Dense(math.prod(self.start), use_bias=not batch_norm,
                                                    kernel_initializer=INIT))
             if batch_norm:
-                self.blocks.append(keras.layers.BatchNormalization(synchronized=True))
-            self.blocks += [keras.layers.ReLU(), keras.layers.Reshape(self.start)]
+                self.blocks.append(SyncBatchNormalization())
+            self.blocks += [keras.layers.Activation(activation), keras.layers.Reshape(self.start)]
             for f, k, s in self.deconv:
-                self.blocks += conv_block(f, k, s, self.batch_norm, transpose=True)
+                self.blocks += conv_block(f, k, s, self.batch_norm, transpose=True,
+                                          activation=activation)
             self.blocks.append(keras.layers.Conv2D(out_channels, 3, padding="same",
                                                     kernel_initializer=INIT))
         else:
@@ -70,4 +73,4 @@ class Decoder(keras.layers.Layer):
         return {**super().get_config(), "image_shape": self.image_shape,
                 "likelihood": self.likelihood, "mlp": self.mlp, "start": self.start,
                 "deconv": self.deconv, "batch_norm": self.batch_norm,
-                "dropout": self.dropout}
+                "dropout": self.dropout, "activation": self.activation}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tf_asvae.networks.blocks import INIT, ConvTrunk, apply, as_sizes, as_triples, mlp_layers
+from tf_asvae.networks.blocks import (INIT, ConvTrunk, apply, as_sizes, as_triples,
+                                      check_activation, mlp_layers)
 
 
 @keras.saving.register_keras_serializable(package="tf_asvae")
@@ -19,7 +20,7 @@ class JointDiscriminator(keras.layers.Layer):
     """
 
     def __init__(self, x_conv=(), x_mlp=(), z_mlp=(512,), joint_mlp=(512, 512),
-                 batch_norm=True, dropout=0.2, **kwargs):
+                 batch_norm=True, dropout=0.2, activation="relu", **kwargs):
         super().__init__(**kwargs)
         self.x_conv = as_triples(x_conv)
         self.x_mlp = as_sizes(x_mlp)
@@ -27,9 +28,11 @@ class JointDiscriminator(keras.layers.Layer):
         self.joint_mlp = as_sizes(joint_mlp)
         self.batch_norm = bool(batch_norm)
         self.dropout = float(dropout)
-        self.x_branch = ConvTrunk(self.x_conv, self.x_mlp, "average", self.batch_norm, 0.0)
-        self.z_layers = mlp_layers(self.z_mlp, 0.0)
-        self.joint_layers = mlp_layers(self.joint_mlp, self.dropout)
+        self.activation = check_activation(activation)
+        self.x_branch = ConvTrunk(self.x_conv, self.x_mlp, "average", self.batch_norm, 0.0,
+                                  activation)
+        self.z_layers = mlp_layers(self.z_mlp, 0.0, activation=activation)
+        self.joint_layers = mlp_layers(self.joint_mlp, self.dropout, activation=activation)
         self.logit = keras.layers.Dense(1, kernel_initializer=INIT)
 
     def call(self, x, z, training=None, seed=None, groups=1):
@@ -44,4 +47,5 @@ class JointDiscriminator(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "x_conv": self.x_conv, "x_mlp": self.x_mlp,
                 "z_mlp": self.z_mlp, "joint_mlp": self.joint_mlp,
-                "batch_norm": self.batch_norm, "dropout": self.dropout}
+                "batch_norm": self.batch_norm, "dropout": self.dropout,
+                "activation": self.activation}

@@ -6,7 +6,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tf_asvae.networks.blocks import INIT, ConvTrunk, as_sizes, as_triples, mlp_layers, apply
+from tf_asvae.networks.blocks import (INIT, ConvTrunk, apply, as_sizes, as_triples,
+                                      check_activation, mlp_layers)
 
 
 def _check_latent(latent_dim):
@@ -23,7 +24,7 @@ class GaussianEncoder(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim, conv=(), mlp=(), batch_norm=True, dropout=0.0,
-                 min_scale=1e-3, **kwargs):
+                 min_scale=1e-3, activation="relu", **kwargs):
         super().__init__(**kwargs)
         _check_latent(latent_dim)
         self.latent_dim = latent_dim
@@ -32,7 +33,9 @@ class GaussianEncoder(keras.layers.Layer):
         self.batch_norm = bool(batch_norm)
         self.dropout = float(dropout)
         self.min_scale = float(min_scale)
-        self.trunk = ConvTrunk(self.conv, self.mlp, "flatten", self.batch_norm, self.dropout)
+        self.activation = check_activation(activation)
+        self.trunk = ConvTrunk(self.conv, self.mlp, "flatten", self.batch_norm, self.dropout,
+                               activation)
         self.head = keras.layers.Dense(2 * latent_dim, kernel_initializer=INIT)
 
     def call(self, x, training=None, seed=None):
@@ -46,7 +49,7 @@ class GaussianEncoder(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim, "conv": self.conv,
                 "mlp": self.mlp, "batch_norm": self.batch_norm, "dropout": self.dropout,
-                "min_scale": self.min_scale}
+                "min_scale": self.min_scale, "activation": self.activation}
 
 
 @keras.saving.register_keras_serializable(package="tf_asvae")
@@ -59,7 +62,7 @@ class NoiseEncoder(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim, noise_dim, conv=(), mlp=(), head=(256,), batch_norm=True,
-                 dropout=0.0, **kwargs):
+                 dropout=0.0, activation="relu", **kwargs):
         super().__init__(**kwargs)
         _check_latent(latent_dim)
         if not isinstance(noise_dim, int) or noise_dim <= 0:
@@ -71,8 +74,10 @@ class NoiseEncoder(keras.layers.Layer):
         self.head_units = as_sizes(head)
         self.batch_norm = bool(batch_norm)
         self.dropout = float(dropout)
-        self.trunk = ConvTrunk(self.conv, self.mlp, "flatten", self.batch_norm, self.dropout)
-        self.head_layers = mlp_layers(self.head_units, 0.0)
+        self.activation = check_activation(activation)
+        self.trunk = ConvTrunk(self.conv, self.mlp, "flatten", self.batch_norm, self.dropout,
+                               activation)
+        self.head_layers = mlp_layers(self.head_units, 0.0, activation=activation)
         self.out = keras.layers.Dense(latent_dim, kernel_initializer=INIT)
 
     def features(self, x, training=None, seed=None):
@@ -93,4 +98,4 @@ class NoiseEncoder(keras.layers.Layer):
         return {**super().get_config(), "latent_dim": self.latent_dim,
                 "noise_dim": self.noise_dim, "conv": self.conv, "mlp": self.mlp,
                 "head": self.head_units, "batch_norm": self.batch_norm,
-                "dropout": self.dropout}
+                "dropout": self.dropout, "activation": self.activation}
