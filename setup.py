@@ -24,7 +24,7 @@ setup(
         "pillow>=10",
         "matplotlib>=3.8",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
     entry_points={
         "console_scripts": [
             "asvae-train=trainers.train:main",

@@ -32,6 +32,8 @@ def images(shape, n=4, seed=0):
 # --------------------------------------------------------------------------------------
 # Real data sets, prepared once per test session (shared by test_data.py, test_train.py)
 
+import contextlib  # noqa: E402
+import fcntl  # noqa: E402
 import pathlib  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -49,12 +51,29 @@ needs_real_files = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def tfds_data_dir(tmp_path_factory):
     """The TFDS data_dir of the session (``$TF_ASVAE_TEST_DATA_DIR`` keeps it between
-    sessions)."""
+    sessions).  Under pytest-xdist the workers share one directory beside their own
+    temporary ones, so each data set is prepared once per run (see ``prepared``)."""
     keep = os.environ.get("TF_ASVAE_TEST_DATA_DIR")
     if keep:
         os.makedirs(keep, exist_ok=True)
         return keep
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "tfds_data"
+        shared.mkdir(exist_ok=True)
+        return str(shared)
     return str(tmp_path_factory.mktemp("tfds_data"))
+
+
+@contextlib.contextmanager
+def _exclusive(path):
+    """An exclusive lock on the file ``path``: pytest-xdist workers prepare one data set
+    at a time, and the later ones find it prepared."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +89,8 @@ def prepared(tfds_data_dir):
             name, batch_size, data_dir=tfds_data_dir, manual_dir=str(SHARED_DATA), **kwargs
         )
         if name not in done:
-            D.prepare(config)
+            with _exclusive(os.path.join(tfds_data_dir, f".{name}.lock")):
+                D.prepare(config)
             done.add(name)
         return config
 

@@ -16,13 +16,24 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import tf_asvae
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_mirrored_step_equals_single_device_step(tmp_path):
-    kinds = tf_asvae.MODEL_KINDS
+# Two subprocesses of three kinds each (one MirroredStrategy per process), so that the
+# suite's two workers (pytest -n 2) can run them side by side.
+KIND_GROUPS = (("vae", "asvae", "avb"), ("asvae_r", "asvae_g", "avb_ac"))
+
+
+def test_kind_groups_cover_every_kind():
+    assert sorted(k for g in KIND_GROUPS for k in g) == sorted(tf_asvae.MODEL_KINDS)
+
+
+@pytest.mark.parametrize("kinds", KIND_GROUPS, ids=lambda g: "-".join(g))
+def test_mirrored_step_equals_single_device_step(kinds, tmp_path):
     out = tmp_path / "result.json"
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "scripts",
