@@ -209,3 +209,36 @@ def test_bad_inputs_raise_clear_errors(call, match):
     model = build_model("asvae", "mnist", posterior_flow_length=2)
     with pytest.raises(ValueError, match=match):
         call(model)
+
+
+def test_critic_auc_is_threshold_free_on_shifted_logits():
+    # Logits all far below 0 (the inference-mode shift seen on MNIST): the accuracy at
+    # logit 0 is 0.5, the AUC still sees the separation.
+    from tf_asvae.models.base import critic_auc
+
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(-6.6, 1.0, 500), rng.normal(-10.8, 1.0, 500)
+    exact = np.mean(pos[:, None] > neg[None, :])
+    metric = critic_auc("auc")
+    metric.update_state(np.r_[np.ones(500), np.zeros(500)], np.r_[pos, neg])
+    assert abs(float(metric.result()) - exact) < 2e-3 and exact > 0.99
+
+
+@pytest.mark.parametrize("kind", ["asvae", "avb"])
+def test_evaluate_logs_each_critics_auc(kind):
+    model = _tiny(kind, "synthetic")
+    x = images(PRESETS["synthetic"].image_shape, 8, seed=4)
+    model.fit(x, batch_size=8, epochs=2, verbose=0)
+    logs = model.evaluate(x, batch_size=8, verbose=0, return_dict=True)
+    out = model._forward(tf.constant(x), model._seeds(0), training=False)
+    assert set(out["critic_logits"]) == ({"d1", "d2"} if kind == "asvae" else {"t"})
+    thresholds = np.asarray(model._metric_trackers[f"{next(iter(out['critic_logits']))}_auc"]
+                            .thresholds, np.float32)
+    for name, (pos, neg) in out["critic_logits"].items():
+        # The trapezoidal ROC AUC over the thresholds: pairs in one bin count half.
+        bins = [np.sum(tf.sigmoid(v).numpy()[:, None] > thresholds[None, :], axis=1)
+                for v in (pos, neg)]
+        above = np.mean(bins[0][:, None] > bins[1][None, :])
+        tied = np.mean(bins[0][:, None] == bins[1][None, :])
+        np.testing.assert_allclose(logs[f"{name}_auc"], above + 0.5 * tied, atol=1e-6,
+                                   err_msg=name)

@@ -52,9 +52,9 @@ class _ASVAEBase(BaseModel):
     def metric_names(self):
         names = ["loss"]
         if self.use_r:
-            names += ["d1_loss", "recon_x", "adv_x", "d1_acc"]
+            names += ["d1_loss", "recon_x", "adv_x", "d1_acc", "d1_auc"]
         if self.use_g:
-            names += ["d2_loss", "recon_z", "adv_z", "d2_acc"]
+            names += ["d2_loss", "recon_z", "adv_z", "d2_acc", "d2_auc"]
         return tuple(names + ["reconstruction"])
 
     def _critic_pair(self, name, pos, neg, training, seeds):
@@ -73,7 +73,7 @@ class _ASVAEBase(BaseModel):
         z_p = self._draw(seeds, SITE_PRIOR, batch, [latent])
         x_p = self._generate_x(
             self._decode_raw(z_p, training, self._dropout_seed(seeds, SITE_PRIOR)), seeds)
-        gen_terms, disc_losses, metrics = [], {}, {}
+        gen_terms, disc_losses, metrics, logits = [], {}, {}, {}
         if self.use_r:
             log_px = self._observation_from_raw(self._decode_raw(
                 z_q, training, self._dropout_seed(seeds, SITE_POSTERIOR))).log_prob(x)
@@ -81,6 +81,7 @@ class _ASVAEBase(BaseModel):
             f_pos, f_neg = self._critic_pair(
                 "f1", (x, z_q), (tf.stop_gradient(x_p), z_indep), training, seeds)
             disc_losses["d1"] = objectives.discriminator_loss(f_pos, f_neg)
+            logits["d1"] = (f_pos, f_neg)
             gen_terms.append(objectives.adversarial_likelihood_loss(log_px, f_pos))
             metrics.update(recon_x=-log_px, adv_x=f_pos,
                            d1_acc=objectives.discriminator_accuracy(f_pos, f_neg))
@@ -91,11 +92,12 @@ class _ASVAEBase(BaseModel):
             f_pos, f_neg = self._critic_pair("f2", (x_p, z_p), (x, z_other), training,
                                              seeds)
             disc_losses["d2"] = objectives.discriminator_loss(f_pos, f_neg)
+            logits["d2"] = (f_pos, f_neg)
             gen_terms.append(objectives.adversarial_likelihood_loss(log_qz, f_pos))
             metrics.update(recon_z=-log_qz, adv_z=f_pos,
                            d2_acc=objectives.discriminator_accuracy(f_pos, f_neg))
         return {"gen_loss": tf.add_n(gen_terms), "disc_losses": disc_losses,
-                "metrics": metrics}
+                "metrics": metrics, "critic_logits": logits}
 
 
 @keras.saving.register_keras_serializable(package="tf_asvae")

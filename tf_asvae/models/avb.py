@@ -45,7 +45,8 @@ class _AVBBase(BaseModel):
 
     def metric_names(self):
         extra = ("log_r",) if self.adaptive_contrast else ()
-        return ("loss", "t_loss", "recon_x", "adv", "t_acc") + extra + ("reconstruction",)
+        return (("loss", "t_loss", "recon_x", "adv", "t_acc", "t_auc") + extra
+                + ("reconstruction",))
 
     def _critic_pair(self, pos, neg, training, seeds):
         n = tf.shape(pos[0])[0]
@@ -113,7 +114,7 @@ class _AVBBase(BaseModel):
             metrics["log_r"] = log_r
         metrics.update(adv=t_pos, t_acc=objectives.discriminator_accuracy(t_pos, t_neg))
         return {"gen_loss": gen, "disc_losses": {"t": objectives.discriminator_loss(t_pos, t_neg)},
-                "metrics": metrics}
+                "metrics": metrics, "critic_logits": {"t": (t_pos, t_neg)}}
 
 
 @keras.saving.register_keras_serializable(package="tf_asvae")

@@ -6,7 +6,9 @@ hooks:
 
 * ``_build_critics()``: create its discriminators (none for the VAE);
 * ``_forward(x, seeds, training)``: per-example tensors of one pass of the game:
-  ``{"gen_loss": [B], "disc_losses": {name: [B]}, "metrics": {name: [B]}}``.
+  ``{"gen_loss": [B], "disc_losses": {name: [B]}, "metrics": {name: [B]}}``, and for
+  models with critics ``"critic_logits": {name: (positive [B], negative [B])}``, from
+  which each critic's ROC AUC (``{name}_auc``) is logged.
 
 Training step (``disc_steps = k``): k - 1 discriminator-only updates on fresh samples,
 then one joint update in which a single forward pass gives both the discriminators'
@@ -39,6 +41,24 @@ SITE_POSTERIOR, SITE_PRIOR, SITE_PRIOR_INDEP, SITE_GEN_X, SITE_AC, SITE_AC_REF =
 # Dropout masks of a network call: fold_in(step seed, SITE_DROPOUT + the call's site);
 # critics use SITE_CRITIC + their index.
 SITE_DROPOUT, SITE_CRITIC = 100, 50
+
+
+# The critics' ROC AUC is accumulated over thresholds on an even logit grid (-15 to 15,
+# step 0.1) pushed through the sigmoid.  Keras' default of 200 thresholds even in
+# probability puts every logit below -5.3 in one bin, and in inference mode the critics'
+# logits can all sit there (AS-VAE's f_psi1 on MNIST: means -6.6 and -10.8 for the two
+# classes, docs/RESULTS.md), which would read as an AUC of 0.5.
+AUC_LOGIT_GRID = np.round(np.arange(-150, 151) * 0.1, 1)
+
+
+def critic_auc(name):
+    """A ``keras.metrics.AUC`` for a critic's logits (positives labelled 1): the
+    probability that a positive pair scores above a negative one, threshold-free, unlike
+    the accuracy at logit 0, which a shift of all logits (batch norm's train/inference
+    gap) moves to 0.5 while the critic still separates the classes."""
+    thresholds = (1.0 / (1.0 + np.exp(-AUC_LOGIT_GRID))).astype("float32")
+    return keras.metrics.AUC(thresholds=sorted(set(float(t) for t in thresholds)),
+                             from_logits=True, name=name)
 
 
 def _multi_worker(strategy) -> bool:
@@ -77,8 +97,9 @@ class BaseModel(keras.Model):
         self._build_encoder()
         self.critics = {}
         self._build_critics()
-        self._metric_trackers = {name: keras.metrics.Mean(name=name)
-                                 for name in self.metric_names()}
+        self._metric_trackers = {
+            name: critic_auc(name) if name.endswith("_auc") else keras.metrics.Mean(name=name)
+            for name in self.metric_names()}
         self.disc_optimizer = None
         self.disc_steps = config.objective.disc_steps
 
@@ -397,7 +418,13 @@ class BaseModel(keras.Model):
         logs = {}
         for name, value in values.items():
             tracker = self._metric_trackers[name]
-            tracker.update_state(tf.reduce_mean(tf.cast(value, tf.float32)))
+            if isinstance(tracker, keras.metrics.AUC):
+                positive, negative = value
+                tracker.update_state(
+                    tf.concat([tf.ones_like(positive), tf.zeros_like(negative)], 0),
+                    tf.concat([positive, negative], 0))
+            else:
+                tracker.update_state(tf.reduce_mean(tf.cast(value, tf.float32)))
             logs[name] = tracker.result()
         if _multi_worker(self.distribute_strategy):
             # Keras 3 reduces the logs of a multi-worker step with
@@ -472,6 +499,7 @@ class BaseModel(keras.Model):
         values = {"loss": out["gen_loss"]}
         values.update({f"{k}_loss": v for k, v in out["disc_losses"].items()})
         values.update(out["metrics"])
+        values.update({f"{k}_auc": v for k, v in out.get("critic_logits", {}).items()})
         recon = [values[k] for k in ("recon_x", "recon_z") if k in values]
         values["reconstruction"] = tf.add_n(recon) / float(len(recon))
         return values
