@@ -56,9 +56,9 @@ def critic_auc(name):
     probability that a positive pair scores above a negative one, threshold-free, unlike
     the accuracy at logit 0, which a shift of all logits (batch norm's train/inference
     gap) moves to 0.5 while the critic still separates the classes."""
-    thresholds = (1.0 / (1.0 + np.exp(-AUC_LOGIT_GRID))).astype("float32")
-    return keras.metrics.AUC(thresholds=sorted(set(float(t) for t in thresholds)),
-                             from_logits=True, name=name)
+    # float32 merges the grid's top thresholds (sigmoid(15) rounds near 1): np.unique.
+    thresholds = np.unique((1.0 / (1.0 + np.exp(-AUC_LOGIT_GRID))).astype("float32"))
+    return keras.metrics.AUC(thresholds=thresholds.tolist(), from_logits=True, name=name)
 
 
 def _multi_worker(strategy) -> bool:

@@ -450,13 +450,7 @@ def describe(setup: Setup, kinds, cfg, args, specs, trained, clf):
                      f"{clf['reason'] or 'a classifier file was given'}).")
     else:
         notes.append(f"No Inception-score formula: {clf['reason']}.")
-    reused = [k for k in kinds if trained[k]["status"] == "complete"]
-    if reused:
-        notes.append("Trained by an earlier invocation with the same settings (run "
-                     f"directories reused, training time not counted here): {', '.join(reused)}.")
-    for k in kinds:
-        if trained[k]["status"] == "diverged":
-            notes.append(f"{k} diverged: {trained[k]['message']}")
+    notes += common.training_notes({k: trained[k] for k in kinds})
     return budget, notes
 
 

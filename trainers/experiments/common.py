@@ -439,3 +439,17 @@ def run_details(spec, trained: dict, result: dict) -> dict:
             "metrics": (result.get("report") or {}).get("metrics"),
             "elbo_metrics": (result.get("elbo_report") or {}).get("metrics"),
             "report": result.get("report_path")}
+
+
+def training_notes(trained: dict) -> list:
+    """The results' notes on how the runs were trained: which were reused from an earlier
+    invocation, and which diverged.  ``trained``: run name -> :func:`train_run`'s result,
+    in the order the notes should name them."""
+    notes = []
+    reused = [name for name, t in trained.items() if t["status"] == "complete"]
+    if reused:
+        notes.append("Trained by an earlier invocation with the same settings (run "
+                     f"directories reused, training time not counted here): {', '.join(reused)}.")
+    notes += [f"{name} diverged: {t['message']}" for name, t in trained.items()
+              if t["status"] == "diverged"]
+    return notes

@@ -433,13 +433,7 @@ def describe(entries, cfg, args, specs, trained, results):
             "log p(x) by IS for AVB uses the adaptive-contrast Gaussian r(z|x) as proposal "
             "(AVB's q(z|x) has no density): a valid but possibly loose lower bound.",
         ]
-    reused = [e.name for e in entries if trained[e]["status"] == "complete"]
-    if reused:
-        notes.append("Trained by an earlier invocation with the same settings (run "
-                     f"directories reused, training time not counted here): {', '.join(reused)}.")
-    for e in entries:
-        if trained[e]["status"] == "diverged":
-            notes.append(f"{e.name} diverged: {trained[e]['message']}")
+    notes += common.training_notes({e.name: trained[e] for e in entries})
     return budget, notes
 
 
