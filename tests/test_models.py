@@ -242,3 +242,16 @@ def test_evaluate_logs_each_critics_auc(kind):
         tied = np.mean(bins[0][:, None] == bins[1][None, :])
         np.testing.assert_allclose(logs[f"{name}_auc"], above + 0.5 * tied, atol=1e-6,
                                    err_msg=name)
+
+
+def test_asvae_with_planar_flow_trains_at_batch_128():
+    """Regression: with a statically known batch of >= 96, grappler rewrote gradient sums
+    in the differentiated planar-flow loops into temporary variables that collided
+    (``AlreadyExistsError: ... inverse/while_grad/.../AddN/tmp_var``) at the first
+    training step of ``asvae`` (both critics, planar flow)."""
+    model = build_model("asvae", "mnist", posterior_flow_length=10)
+    model.compile(learning_rate=1e-3)
+    x = images((28, 28, 1), 128).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices(x).repeat().batch(128, drop_remainder=True)
+    history = model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()

@@ -373,6 +373,21 @@ def _planar_inverse(y, u_hat, c, one_plus_c, w, b, max_iterations):
     return y - u_hat * tf.tanh(alpha + b)[..., tf.newaxis]
 
 
+def _hide_batch_shape(value):
+    """``value`` with its leading (batch) dimensions unknown to graph optimisation.
+
+    With a fully known batch shape, grappler's memory optimizer may rewrite gradient
+    sums (AddN) of three or more terms in the differentiated flow loop into temporary
+    variables, and two of them can collide within one step: ``AlreadyExistsError:
+    Resource __per_step_0/.../inverse/while_grad/.../AddN/tmp_var`` (AS-VAE training at
+    batch sizes >= 96; a known TensorFlow bug, tensorflow/tensorflow#23780, #37740).
+    The rewrite needs known shapes, so hiding the batch dimensions avoids it.  At run
+    time the op is an identity.
+    """
+    shape = tf.TensorShape([None] * (value.shape.rank - 1)).concatenate(value.shape[-1:])
+    return tf.raw_ops.PlaceholderWithDefault(input=value, shape=shape)
+
+
 def _broadcast_all(*tensors):
     """Broadcasts tensors to their common shape (statically when possible)."""
     static = tf.TensorShape([])
@@ -638,7 +653,7 @@ class PlanarFlowStack(tfb.Bijector):
         iterations = self._inverse_iterations
         u_hat, c, one_plus_c = _planar_constrained(self._u, self._w)
         w, b = self._w, self._b
-        value = self._full_shape(value)
+        value = _hide_batch_shape(self._full_shape(value))
 
         def unstack(tensor):
             array = tf.TensorArray(
