@@ -43,6 +43,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow.python.ops import control_flow_util  # XLA-context test (no public API)
 from tensorflow_probability.python.internal import cache_util
 
 tfb = tfp.bijectors
@@ -382,8 +383,12 @@ def _hide_batch_shape(value):
     Resource __per_step_0/.../inverse/while_grad/.../AddN/tmp_var`` (AS-VAE training at
     batch sizes >= 96; a known TensorFlow bug, tensorflow/tensorflow#23780, #37740).
     The rewrite needs known shapes, so hiding the batch dimensions avoids it.  At run
-    time the op is an identity.
+    time the op is an identity.  Under XLA (which needs static shapes and does not run
+    that grappler pass) ``value`` is returned unchanged.
     """
+    if tf.executing_eagerly() or control_flow_util.GraphOrParentsInXlaContext(
+            tf.compat.v1.get_default_graph()):
+        return value
     shape = tf.TensorShape([None] * (value.shape.rank - 1)).concatenate(value.shape[-1:])
     return tf.raw_ops.PlaceholderWithDefault(input=value, shape=shape)
 
