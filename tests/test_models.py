@@ -26,14 +26,21 @@ def _changed(before, after):
 
 
 @pytest.mark.parametrize("kind", [k for k in MODEL_KINDS if k != "vae"])
-def test_discriminator_step_changes_only_discriminator_variables(kind):
-    model = _tiny(kind, "mnist")
+@pytest.mark.parametrize("stabilizer", ["paper", "default"])
+def test_discriminator_step_changes_only_discriminator_variables(kind, stabilizer):
+    model = _tiny(kind, "mnist", stabilizer=stabilizer)
     x = tf.constant(images((28, 28, 1), 8))
     gen0, disc0 = _values(model.generator_variables), _values(model.discriminator_variables)
     model.discriminator_step(x)
     gen1, disc1 = _values(model.generator_variables), _values(model.discriminator_variables)
     assert not any(_changed(gen0, gen1))
-    assert all(_changed(disc0, disc1)) or sum(_changed(disc0, disc1)) > 0.9 * len(disc0)
+    if stabilizer == "paper":
+        assert all(_changed(disc0, disc1)) or sum(_changed(disc0, disc1)) > 0.9 * len(disc0)
+    else:
+        # The explicit offsets may already separate the pairs (f_psi1 at initialisation:
+        # +30 against -190 nats), leaving the network gradients of ~1e-14 that do not
+        # move every float32 weight; some variables move.
+        assert any(_changed(disc0, disc1))
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
@@ -84,7 +91,7 @@ def test_generative_half_reaches_the_decoder():
 def test_asvae_loss_is_the_sum_of_its_halves():
     """The full objective's per-example loss = r half + g half, recomputed here from the
     public pieces (posterior, observation, critics) with the same noise."""
-    model = _tiny("asvae", "synthetic", disc_dropout=0.0)
+    model = _tiny("asvae", "synthetic", disc_dropout=0.0, stabilizer="paper")
     x = tf.constant(images((2, 2, 1), 6))
     seeds = model._seeds(5)
     out = model._forward(x, seeds, training=False)
@@ -149,7 +156,9 @@ def test_models_train_on_every_preset_shape(kind, preset):
     assert history.history, "no metrics logged"
     for name, values in history.history.items():
         assert np.all(np.isfinite(values)), (name, values)
-    expected = set(model.metric_names())
+    # Every metric is logged by the training steps, except the diagnostics that only
+    # the test step (val_) and the GameDiagnostics callback compute.
+    expected = set(model.metric_names()) - set(model.diagnostic_names())
     assert expected <= set(history.history)
 
 

@@ -237,6 +237,32 @@ class ImageGrid(keras.callbacks.Callback):
 # Early stopping, history and resuming
 
 
+class GameDiagnostics(keras.callbacks.Callback):
+    """At each epoch's end, the model's health diagnostics on a fixed sample of training
+    images (``BaseModel.diagnose``: inference mode, end-of-epoch weights) are added to
+    the epoch's logs, so that ``history.json`` and TensorBoard hold them beside their
+    ``val_`` counterparts from the validation steps.  Place it before the callbacks that
+    write the logs.  Names already logged by the training steps (the running means of
+    ``kl_exact``, ``posterior_scale``, ...) are left as the steps logged them."""
+
+    def __init__(self, images, seed=0):
+        super().__init__()
+        self.images = np.asarray(images, dtype="float32")
+        if self.images.ndim != 4 or not len(self.images):
+            raise ValueError("GameDiagnostics needs a non-empty batch of images [N, H, W, C]. "
+                             f"Received: shape={self.images.shape}.")
+        self.seed = seed
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        names = set(self.model.diagnostic_names())
+        values = self.model.diagnose(self.images, seed=self.seed)
+        for name, value in values.items():
+            if name in names and name not in logs:
+                logs[name] = value
+
+
 def reconstruction_early_stopping(patience=3, min_delta=0.0, restore_best_weights=True,
                                   verbose=0):
     """``EarlyStopping`` on ``val_reconstruction`` (lower is better)."""

@@ -18,7 +18,6 @@ ARCHITECTURES = ("mnist", "cifar10", "imagenet64", "mlp")
 # Hidden-layer nonlinearities (Keras activation names); the papers use "relu".
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu")
 POSTERIOR_FLOWS = ("none", "planar", "iaf")
-GENERATED_X = ("mean", "sample", "relaxed")
 
 
 def _check_choice(name: str, value: Any, choices) -> None:
@@ -140,35 +139,150 @@ class FlowConfig:
         object.__setattr__(self, "iaf_hidden_units", units)
 
 
+GENERATED_X = ("straight_through", "mean", "sample", "relaxed")
+CRITIC_OFFSETS = ("none", "prior", "explicit")
+CRITIC_FORMS = ("mlp", "quadratic")
+
+# Named settings of the critics' remedies (ObjectiveConfig fields left as None take the
+# stabilizer's value).  "paper": the papers' critics as published.  "default": what
+# measurably learns on MNIST (docs/RESULTS.md, "The adversarial models learn").
+STABILIZERS = {
+    "paper": dict(critic_offset="none", critic_form="mlp", disc_steps=1,
+                  critic_lr_scale=1.0, instance_noise=0.0, gradient_penalty=0.0),
+    "default": dict(critic_offset="explicit", critic_form="mlp", disc_steps=1,
+                    critic_lr_scale=1.0, instance_noise=0.0, gradient_penalty=0.0),
+}
+STABILIZER_FIELDS = tuple(STABILIZERS["paper"])
+
+
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
-    """Knobs of the training objective.
+    """Knobs of the training objective and of the critics' training.
 
     generated_x: how x_theta(z, xi) is produced for the second (generative) half of
-      AS-VAE and for the discriminators' generated pairs.  ``"mean"``: the decoder's
-      mean (for Bernoulli pixels, the pixel probabilities: the paper's "continuous input
-      as the probability of a binary pixel"); ``"sample"``: a reparameterised sample
-      (Gaussian likelihood only); ``"relaxed"``: a relaxed Bernoulli (Concrete) sample
-      at ``relaxed_temperature`` (Bernoulli only).  All three are differentiable in the
-      decoder's parameters.
-    disc_steps: discriminator updates per encoder/decoder update.
-    ac_num_samples: Monte-Carlo samples per example to estimate the mean and standard
-      deviation of q(z|x) for AVB's adaptive contrast.
+      AS-VAE and for the critics' generated pairs.  ``"straight_through"`` (Bernoulli
+      pixels): a binary sample of p(x|z), with the gradient of the pixel probabilities
+      (straight-through estimator, Bengio et al. 2013); the critics then see binary images
+      on both sides of every pair, real ones being drawn as Bernoulli(x) (binary data
+      stays as it is; grey levels are the probabilities of binary pixels, the AS-VAE
+      paper's reading of MNIST).  ``"mean"``: the decoder's mean (the pixel
+      probabilities: the paper's "continuous input as the probability of a binary
+      pixel"); real images are then given to the critics as they are, so on binary data
+      every real pixel is 0 or 1 and no generated one is, and a critic can separate the
+      pairs by x alone (its optimal logit is infinite).  ``"sample"``: a
+      reparameterised sample (Gaussian likelihood).  ``"relaxed"``: a relaxed Bernoulli
+      (Concrete) sample at ``relaxed_temperature`` (Bernoulli only; like "mean", not of
+      the data's kind).  ``None``: from the likelihood and the stabilizer (Bernoulli:
+      "mean" for "paper", else "straight_through"; Gaussian: "sample"), resolved by
+      :class:`ModelConfig`.
+    ac_num_samples: noise draws per example for the mean and standard deviation of
+      q(z|x) in AVB's adaptive contrast.  The draws are the same at every step (common
+      random numbers), so r(z|x) is a function of x alone and the critic, which sees x,
+      can estimate KL(q(z|x) || r(z|x)) without a bias from the moments' noise.
     min_scale: lower bound on every Gaussian standard deviation.
+
+    The critics' remedies (``None``: the ``stabilizer``'s value; see ``STABILIZERS``):
+
+    stabilizer: ``"paper"`` (the critics as published) or ``"default"``.
+    critic_offset: known parts of each critic's optimum, added to the network's output
+      so that the network learns only the rest (the official AVB code adds the known
+      ``-log p(z)`` to its adversary, LMescheder/AdversarialVariationalBayes#4).
+      ``"none"``: the network alone (paper).  ``"prior"``: the prior's term,
+      ``-log p(z)`` for AS-VAE's f_psi1 and AVB's T (``-log N(z~)`` with adaptive
+      contrast), ``+log p(z)`` for f_psi2.  ``"explicit"``: every closed-form part:
+      f_psi1 + ``log q(z|x) - log p(z)`` (the optimum minus this is
+      ``log q(x) - log p_theta(x)``, a function of x alone), f_psi2 + ``log p(x|z) +
+      log p(z)`` (the rest is ``-log q_phi(z) - log q(x)``, a sum of a function of z and
+      one of x); AVB's q(z|x) has no density, so T gets the prior's term as with
+      ``"prior"``, and with adaptive contrast nothing (r matches q's moments, so the
+      known part of ``log q(z~|x) - log N(z~)`` is 0).  The encoder/decoder objective
+      uses the same critic output, so with ``"explicit"`` AS-VAE's first half is the
+      ELBO minus the network's residual.
+    critic_form: ``"mlp"`` (the papers' joint network) or ``"quadratic"`` (adds terms
+      quadratic in z with x-dependent coefficients and an inner product of x- and
+      z-features, which can represent Gaussian log-ratios; see
+      :class:`tf_asvae.networks.JointDiscriminator`).
+    disc_steps: critic updates per encoder/decoder update (AVB Sec. 5 uses 2).
+    critic_lr_scale: the critics' Adam learning rate over the encoder/decoder's.
+    instance_noise: standard deviation of Gaussian noise added to every x a critic sees,
+      real and generated alike (Sonderby et al. 2017; Arjovsky & Bottou 2017): the
+      noised distributions overlap, so the log-ratio is finite.
+    gradient_penalty: weight gamma of the zero-centred penalty
+      ``gamma / 2 * E_pos ||grad_(x, z) f(x, z)||^2`` on each critic's positive pairs
+      (R1, Mescheder, Geiger & Nowozin 2018, "Which training methods for GANs do
+      actually converge?"), on the network part of the logit.
     """
 
-    generated_x: str = "mean"
+    generated_x: str | None = None
     relaxed_temperature: float = 0.5
-    disc_steps: int = 1
-    ac_num_samples: int = 8
+    ac_num_samples: int = 64
     min_scale: float = 1e-3
+    stabilizer: str = "default"
+    critic_offset: str | None = None
+    critic_form: str | None = None
+    disc_steps: int | None = None
+    critic_lr_scale: float | None = None
+    instance_noise: float | None = None
+    gradient_penalty: float | None = None
 
     def __post_init__(self):
-        _check_choice("generated_x", self.generated_x, GENERATED_X)
+        _check_choice("stabilizer", self.stabilizer, tuple(STABILIZERS))
+        for name, value in STABILIZERS[self.stabilizer].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.generated_x is not None:
+            _check_choice("generated_x", self.generated_x, GENERATED_X)
         _check_positive("relaxed_temperature", self.relaxed_temperature)
         _check_int("disc_steps", self.disc_steps, 1)
         _check_int("ac_num_samples", self.ac_num_samples, 2)
         _check_positive("min_scale", self.min_scale)
+        _check_choice("critic_offset", self.critic_offset, CRITIC_OFFSETS)
+        _check_choice("critic_form", self.critic_form, CRITIC_FORMS)
+        _check_positive("critic_lr_scale", self.critic_lr_scale)
+        _check_positive("instance_noise", self.instance_noise, allow_zero=True)
+        _check_positive("gradient_penalty", self.gradient_penalty, allow_zero=True)
+
+    def replace(self, **changes) -> "ObjectiveConfig":
+        """A copy with ``changes``; a new ``stabilizer`` also sets every remedy (and
+        ``generated_x``) not named in ``changes`` to the new stabilizer's value."""
+        if "stabilizer" in changes:
+            for name in STABILIZER_FIELDS + ("generated_x",):
+                changes.setdefault(name, None)
+        return dataclasses.replace(self, **changes)
+
+
+def parse_objective_overrides(items) -> dict:
+    """``["critic_form=quadratic", "disc_steps=2", ...]`` -> typed ObjectiveConfig
+    overrides (the command line's ``--objective KEY=VALUE``).  Raises ValueError naming
+    an unknown key or a value of the wrong type."""
+    fields = {f.name: f for f in dataclasses.fields(ObjectiveConfig)}
+    ints = {"disc_steps", "ac_num_samples"}
+    floats = {"relaxed_temperature", "min_scale", "critic_lr_scale", "instance_noise",
+              "gradient_penalty"}
+    out = {}
+    for item in items or ():
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise ValueError(f"Objective overrides are KEY=VALUE with KEY one of "
+                             f"{sorted(fields)}. Received: {item!r}.")
+        text = text.strip()
+        try:
+            value = int(text) if key in ints else float(text) if key in floats else text
+        except ValueError:
+            kind = "an integer" if key in ints else "a number"
+            raise ValueError(f"{key} must be {kind}. Received: {key}={text!r}.") from None
+        out[key] = value
+    return out
+
+
+def resolve_generated_x(objective: ObjectiveConfig, likelihood: str) -> str:
+    """``objective.generated_x``, or its default for the likelihood and stabilizer."""
+    if objective.generated_x is not None:
+        return objective.generated_x
+    if likelihood == "gaussian":
+        return "sample"
+    return "mean" if objective.stabilizer == "paper" else "straight_through"
 
 
 _NESTED = {"network": NetworkConfig, "flows": FlowConfig, "objective": ObjectiveConfig}
@@ -215,7 +329,15 @@ class ModelConfig:
                 f"kind={self.kind!r} uses a black-box (noise-input) encoder; a posterior "
                 f"flow does not apply. Received: posterior_flow={self.flows.posterior_flow!r}."
             )
-        gx = self.objective.generated_x
+        gx = resolve_generated_x(self.objective, self.likelihood)
+        if gx != self.objective.generated_x:
+            object.__setattr__(self, "objective",
+                               dataclasses.replace(self.objective, generated_x=gx))
+        if gx == "straight_through" and self.likelihood != "bernoulli":
+            raise ValueError(
+                "generated_x='straight_through' applies to Bernoulli pixels only. Received: "
+                f"generated_x='straight_through', likelihood={self.likelihood!r}."
+            )
         if gx == "sample" and self.likelihood == "bernoulli":
             raise ValueError(
                 "generated_x='sample' is not differentiable for Bernoulli pixels; use "
@@ -236,7 +358,9 @@ class ModelConfig:
         """A copy with top-level or nested (``network=dict(...)``) fields changed."""
         for key, cls in _NESTED.items():
             if key in changes and isinstance(changes[key], Mapping):
-                changes[key] = dataclasses.replace(getattr(self, key), **changes[key])
+                current = getattr(self, key)
+                changes[key] = (current.replace(**changes[key]) if key == "objective"
+                                else dataclasses.replace(current, **changes[key]))
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:

@@ -98,6 +98,15 @@ def relaxed_bernoulli_sample(logits, temperature: float, seed):
     return tf.sigmoid((logits + noise) / temperature)
 
 
+def straight_through_bernoulli(logits, uniform):
+    """A binary sample of Bernoulli(sigmoid(logits)) whose gradient is that of the
+    probabilities (the straight-through estimator, Bengio, Leonard & Courville 2013):
+    value ``1[u < p]``, gradient ``dp``.  ``uniform``: U(0, 1) draws of logits' shape."""
+    p = tf.sigmoid(logits)
+    hard = tf.cast(uniform < p, p.dtype)
+    return hard + (p - tf.stop_gradient(p))  # exactly 0 or 1 in value
+
+
 def discretized_gaussian(raw, min_scale: float = 1e-3) -> tfd.Distribution:
     """The 8-bit discretisation of a Gaussian p(x|z), over integer pixels 0..255.
 

@@ -32,6 +32,29 @@ def discriminator_accuracy(positive_logits, negative_logits):
     return 0.5 * (pos + neg)
 
 
+def gradient_penalty(gradients, gamma):
+    """Zero-centred gradient penalty per example, ``gamma / 2 * sum ||g||^2`` over the
+    gradients of a critic's logit w.r.t. each of its inputs (R1 on the positive pairs:
+    Mescheder, Geiger & Nowozin 2018, eq. 9).  ``gradients``: tensors [B, ...]."""
+    total = 0.0
+    for g in gradients:
+        g = tf.cast(g, tf.float32)
+        total += tf.reduce_sum(tf.reshape(tf.square(g), [tf.shape(g)[0], -1]), axis=-1)
+    return 0.5 * gamma * total
+
+
+def log_ratio_error(critic_contrast, exact_contrast):
+    """Absolute error of a critic's log-ratio contrast, per example.
+
+    For a fixed x, a critic's optimum minus its value at another z is often known in
+    closed form even where the optimum is not (AS-VAE's f_psi1:
+    ``f1*(x, z) - f1*(x, z') = [log q(z|x) - log p(z)] - [log q(z'|x) - log p(z')]``);
+    ``|(f(x, z) - f(x, z')) - exact|`` measures how well the critic estimates the
+    log-ratio it stands for (../shared/MATH.md, Sec. 5).
+    """
+    return tf.abs(critic_contrast - exact_contrast)
+
+
 def negative_elbo(log_px_z, log_pz, log_qz_x):
     """VAE loss: ``-(log p(x|z) + log p(z) - log q(z|x))`` at z ~ q(z|x).
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from tf_asvae.config import FlowConfig, ModelConfig, NetworkConfig, ObjectiveConfig
+from tf_asvae.config import (STABILIZER_FIELDS, FlowConfig, ModelConfig, NetworkConfig,
+                             ObjectiveConfig)
 
 _MNIST_NETWORK = NetworkConfig(
     architecture="mnist",
@@ -43,7 +44,7 @@ _MNIST = ModelConfig(
     likelihood="bernoulli",
     network=_MNIST_NETWORK,
     flows=FlowConfig(posterior_flow="planar", posterior_flow_length=80),
-    objective=ObjectiveConfig(generated_x="mean"),
+    objective=ObjectiveConfig(),
 )
 
 _CIFAR10 = ModelConfig(
@@ -65,7 +66,7 @@ _CIFAR10 = ModelConfig(
         disc_joint_mlp=(512, 512),
     ),
     flows=FlowConfig(),
-    objective=ObjectiveConfig(generated_x="sample"),
+    objective=ObjectiveConfig(),
 )
 
 _IMAGENET64 = ModelConfig(
@@ -89,7 +90,7 @@ _IMAGENET64 = ModelConfig(
         disc_joint_mlp=(1024, 512),
     ),
     flows=FlowConfig(),
-    objective=ObjectiveConfig(generated_x="sample"),
+    objective=ObjectiveConfig(),
 )
 
 _SYNTHETIC = ModelConfig(
@@ -113,7 +114,7 @@ _SYNTHETIC = ModelConfig(
         disc_dropout=0.0,
     ),
     flows=FlowConfig(),
-    objective=ObjectiveConfig(generated_x="mean"),
+    objective=ObjectiveConfig(),
 )
 
 PRESETS = {
@@ -170,6 +171,11 @@ def preset_config(kind: str, preset: str, **overrides) -> ModelConfig:
         current = changes.get(key, getattr(base, key))
         if not isinstance(current, dict):
             current = dataclasses.asdict(current)
+        if key == "objective" and "stabilizer" in fields:
+            # A named stabilizer sets every remedy the overrides leave unnamed.
+            for name in STABILIZER_FIELDS + ("generated_x",):
+                if name not in fields:
+                    current[name] = None
         changes[key] = {**current, **fields}
     # Validate nested values through the dataclasses (replace builds and checks them).
     data = base.to_dict()

@@ -66,7 +66,7 @@ import numpy as np
 __all__ = ["METRICS", "EvalSpec", "build_parser", "evaluate", "main", "parse",
            "spec_from_args"]
 
-METRICS = ("nll", "ais", "bpd", "rmse", "is", "fid")
+METRICS = ("nll", "ais", "bpd", "rmse", "is", "fid", "diag")
 CONFIG_FILE = "config.json"
 BEST_FILE = "best.keras"
 REPORT_FORMAT = "tf_asvae.evaluation.report/1"
@@ -636,6 +636,42 @@ def _sample_quality_entries(run: _Run, classifier) -> dict:
     return out
 
 
+# What each diagnostic of BaseModel.diagnose means, for the report.
+_DIAGNOSTICS = {
+    "kl_exact": ("nats", "E[log q(z|x) - log p(z)] at z ~ q(z|x) (explicit q only)"),
+    "posterior_scale": ("standard deviation", "median over latent dimensions of q(z|x)'s "
+                        "standard deviation (AVB: of the moments of its draws), mean over "
+                        "examples; a collapsed posterior sits at min_scale"),
+    "recon_gap": ("nats", "E[-log p(x|z)] in inference mode minus training mode (batch "
+                  "statistics), same images and noise"),
+    "d1_ratio_error": ("nats", "mean |(f1(x, z) - f1(x, z')) - exact| for z ~ q(z|x), "
+                       "z' ~ p(z); exact = [log q(z|x) - log p(z)] - [log q(z'|x) - log p(z')]"),
+    "d1_ratio_scale": ("nats", "mean |exact| of the same contrast"),
+    "d1_ratio_rel": ("ratio", "d1_ratio_error / d1_ratio_scale"),
+}
+
+
+def _diagnostic_entries(run: _Run) -> dict:
+    """The game's health diagnostics (``BaseModel.diagnose``, inference mode) and the
+    critics' test-step estimates beside them (``adv_x``: f_psi1's mean logit, which
+    stands in for at least ``kl_exact``; ``adv``: AVB's T)."""
+    spec = run.spec
+    start = time.time()
+    x = np.concatenate([np.asarray(b) for b, _ in run.batches(spec.max_examples)])
+    values = run.model.diagnose(x, seed=spec.seed)
+    seconds = round(time.time() - start, 2)
+    out = {}
+    for name in tuple(run.model.diagnostic_names()) + ("adv_x", "adv_z", "adv"):
+        if name not in values:
+            continue
+        unit, estimator = _DIAGNOSTICS.get(
+            name, ("nats", "the critic's mean logit on its positive pairs (test step)"))
+        out[name] = {"value": values[name], "unit": unit, "estimator": estimator,
+                     "standard_error": None, "num_examples": int(len(x)),
+                     "seconds": seconds}
+    return out
+
+
 def _image_grids(run: _Run, stem: str) -> dict:
     from tf_asvae.callbacks import image_grid
     from tf_asvae.evaluation import model_metrics as MM
@@ -704,8 +740,12 @@ def evaluate(spec: EvalSpec) -> dict:
             if name in metrics:
                 continue
             metrics.update(_sample_quality_entries(run, classifier))
+        elif name == "diag":
+            diagnostics = _diagnostic_entries(run)
+            metrics.update(diagnostics)
         shown = [k for k in metrics if k == name or (name == "rmse" and k == "latent_reconstruction")
-                 or (name in ("is", "fid") and k in ("is", "fid"))]
+                 or (name in ("is", "fid") and k in ("is", "fid"))
+                 or (name == "diag" and k in diagnostics)]
         for key in shown:
             e = metrics[key]
             se = e.get("standard_error")

@@ -52,7 +52,8 @@ import tensorflow as tf
 import tf_asvae
 from tf_asvae import callbacks as cbs
 from tf_asvae import data as D
-from tf_asvae.config import (MIXED_PRECISION, MODEL_KINDS, STRATEGIES, ModelConfig,
+from tf_asvae.config import (MIXED_PRECISION, MODEL_KINDS, STABILIZERS, STRATEGIES,
+                             ModelConfig, parse_objective_overrides,
                              TrainConfig)
 from tf_asvae.presets import PRESETS, preset_config
 
@@ -167,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"layers of the planar flow on q(z|x); 0: none (default: "
                             f"{DEFAULT_FLOW_LENGTH}, the paper's MNIST value, where the preset "
                             "has a flow; not for AVB, whose encoder is a black box)")
+    group.add_argument("--stabilizer", default=None, choices=tuple(STABILIZERS),
+                       help="the critics' remedies by name: 'default' (what learns, see "
+                            "README) or 'paper' (the critics as published)")
+    group.add_argument("--objective", action="append", default=[], metavar="KEY=VALUE",
+                       help="an ObjectiveConfig field, e.g. critic_form=quadratic, "
+                            "disc_steps=2, gradient_penalty=1 (repeatable)")
     group.add_argument("--seed", type=int, default=0,
                        help="seed of the weights and of the model's noise (and of the "
                             "data pipeline unless --data-seed is given)")
@@ -270,7 +277,10 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
             overrides["posterior_flow"] = ("none" if flow_length == 0
                                            else ("planar" if kind == "none" else kind))
             overrides["posterior_flow_length"] = flow_length
-    model = preset_config(args.model, preset, **overrides)
+    objective = parse_objective_overrides(args.objective)
+    if args.stabilizer is not None:
+        objective["stabilizer"] = args.stabilizer
+    model = preset_config(args.model, preset, **overrides, **objective)
 
     data_args = argparse.Namespace(**vars(args))
     if data_args.data_seed is None:
@@ -510,6 +520,26 @@ def _export(model, export_dir, spec: RunSpec, history: dict):
     return export_saved_model(model, export_dir, metadata=metadata)
 
 
+# Training images on which GameDiagnostics evaluates the model at each epoch's end.
+DIAGNOSTIC_EXAMPLES = 500
+
+
+def _training_sample(data: D.DataConfig, n: int) -> np.ndarray:
+    """The first ``n`` training images as the training pipeline gives them (e.g.
+    dynamically binarised), read once."""
+    data = dataclasses.replace(data, max_examples=min(data.max_examples or math.inf, n),
+                               cache=False)
+    batches, count = [], 0
+    for x in D.load_split(data, "train", training=True):
+        x = x[0] if isinstance(x, (tuple, list)) else x
+        x = x["image"] if isinstance(x, dict) else x
+        batches.append(np.asarray(x))
+        count += len(batches[-1])
+        if count >= n:
+            break
+    return np.concatenate(batches)[:n]
+
+
 def _validation_images(data: D.DataConfig, n: int) -> np.ndarray:
     """The first ``n`` validation images (those of the reconstruction grids)."""
     data = dataclasses.replace(data, max_examples=min(data.max_examples or math.inf, n),
@@ -610,6 +640,7 @@ def _train(spec: RunSpec, state: str, extra_callbacks) -> TrainResult:
                                 skip_batches=skip)
         val_ds = D.load_split(val_data, "validation", training=False)
     grid_images = _validation_images(data, training.num_images) if training.num_images else None
+    diagnostic_images = _training_sample(train_data, DIAGNOSTIC_EXAMPLES)
 
     keras.utils.set_random_seed(spec.seed)  # again: the weights do not depend on the data
     with strategy.scope():
@@ -625,7 +656,8 @@ def _train(spec: RunSpec, state: str, extra_callbacks) -> TrainResult:
         out_dir = tempfile.mkdtemp(prefix="asvae-worker-")
     try:
         result = _fit_and_finish(spec, state, model, out_dir, train_ds, val_ds, steps,
-                                 val_steps, grid_images, extra_callbacks, chief)
+                                 val_steps, grid_images, extra_callbacks, chief,
+                                 diagnostic_images)
     finally:
         if not chief:
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -633,7 +665,7 @@ def _train(spec: RunSpec, state: str, extra_callbacks) -> TrainResult:
 
 
 def _fit_and_finish(spec, state, model, out_dir, train_ds, val_ds, steps, val_steps,
-                    grid_images, extra_callbacks, chief) -> TrainResult:
+                    grid_images, extra_callbacks, chief, diagnostic_images=None) -> TrainResult:
     training = spec.training
     path = lambda name: os.path.join(out_dir, name)  # noqa: E731
     shared = lambda name: os.path.join(spec.run_dir, name)  # noqa: E731  (chief's files)
@@ -666,6 +698,7 @@ def _fit_and_finish(spec, state, model, out_dir, train_ds, val_ds, steps, val_st
         callbacks = [
             backup,                                          # restores first
             cbs.TerminateOnNonFinite(),                      # before anything writes
+            cbs.GameDiagnostics(diagnostic_images, seed=spec.seed),  # adds to the logs
             cbs.HistoryWriter(path(HISTORY_FILE), read_path=shared(HISTORY_FILE)),
             checkpoint,
             cbs.SaveModel(path(FINAL_FILE)),                 # last weights, before ES

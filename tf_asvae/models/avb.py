@@ -12,6 +12,19 @@ z~ = (z - mu) / sigma against N(0, I) and the encoder/decoder maximise
 E[-T(x, z~) - log r(z|x) + log p(x|z) + log p(z)].  mu and sigma are held fixed
 (stop-gradient) inside a step: the decomposition log q - log p = (log q - log r) +
 (log r - log p) holds for any fixed r, so this keeps the objective an ELBO estimate.
+
+The moment draws are the same noise vectors at every step and for every example
+(common random numbers), so r(z|x) is a deterministic function of x.  With fresh draws
+each step, r would carry sampling noise the critic cannot see (it sees x and z~ only):
+it would then estimate the KL of the noise-averaged q(z~|x), which by convexity is
+smaller than the average KL, and the reported ELBO would be biased upward (about 0.13
+nats per latent dimension with 8 fresh draws for a Gaussian q).
+
+Critic offsets (ObjectiveConfig.critic_offset): ``"prior"`` and ``"explicit"`` add the
+known ``-log p(z)`` to T (the official AVB code, LMescheder/AdversarialVariationalBayes#4),
+so that the network learns log q(z|x); with adaptive contrast ``"prior"`` adds
+``-log N(z~; 0, I)`` and ``"explicit"`` nothing (r matches q's moments, so the known part
+of T* = log q(z~|x) - log N(z~) is 0).
 """
 
 from __future__ import annotations
@@ -21,8 +34,8 @@ import tensorflow as tf
 
 from tf_asvae import distributions as dists
 from tf_asvae import objectives
-from tf_asvae.models.base import (SITE_AC, SITE_AC_REF, SITE_CRITIC, SITE_POSTERIOR,
-                                  SITE_PRIOR, BaseModel)
+from tf_asvae.models.base import (AC_FIXED_SEED, SITE_AC_REF, SITE_POSTERIOR, SITE_PRIOR,
+                                  BaseModel, median_over_last_axis)
 from tf_asvae.networks import NoiseEncoder
 
 
@@ -46,48 +59,59 @@ class _AVBBase(BaseModel):
     def metric_names(self):
         extra = ("log_r",) if self.adaptive_contrast else ()
         return (("loss", "t_loss", "recon_x", "adv", "t_acc", "t_auc") + extra
-                + ("reconstruction",))
+                + ("reconstruction",) + self.diagnostic_names())
 
-    def _critic_pair(self, pos, neg, training, seeds):
-        n = tf.shape(pos[0])[0]
-        logits = tf.cast(self.critic_t(tf.concat([pos[0], neg[0]], 0),
-                                       tf.concat([pos[1], neg[1]], 0), training=training,
-                                       seed=self._dropout_seed(seeds, SITE_CRITIC), groups=2),
-                         tf.float32)
-        return logits[:n], logits[n:]
+    def diagnostic_names(self):
+        return ("posterior_scale", "recon_gap")
 
     def _encode_noise(self, h, seeds, site, batch, lead=(), training=False):
         eps = self._draw(seeds, site, batch, [self.model_config.network.noise_dim], lead=lead)
         return tf.cast(self.encoder.head(h, eps, training=training), tf.float32)
 
-    def sample_posterior(self, x, seed, training=False, site=SITE_POSTERIOR):
+    def sample_posterior(self, x, seed, training=False, site=SITE_POSTERIOR,
+                         update_stats=True):
         """z = z_phi(x, eps); the black box has no log-density, so None is returned."""
-        h = self.encoder.features(x, training=training, seed=self._dropout_seed(seed, site))
+        h = self.encoder.features(x, training=training, seed=self._dropout_seed(seed, site),
+                                  update_stats=update_stats)
         return self._encode_noise(h, seed, site, tf.shape(x)[0], training=training), None
 
-    def _moments(self, h, seeds, batch, training, num_samples=None):
+    def _moments(self, h, training, num_samples=None):
+        """Mean and standard deviation of q(z|x) from ``num_samples`` draws of the noise,
+        the same draws for every example and step (common random numbers)."""
         s = num_samples or self.model_config.objective.ac_num_samples
-        zs = self._encode_noise(h, seeds, SITE_AC, batch, lead=(s,), training=training)
+        noise_dim = self.model_config.network.noise_dim
+        eps = tf.random.stateless_normal([s, 1, noise_dim], tf.constant(AC_FIXED_SEED,
+                                                                         tf.int64))
+        eps = tf.broadcast_to(eps, [s, tf.shape(h)[0], noise_dim])
+        zs = tf.cast(self.encoder.head(h, eps, training=training), tf.float32)
         mu = tf.reduce_mean(zs, 0)
         sigma = tf.sqrt(tf.reduce_mean(tf.square(zs - mu), 0) + 1e-6)
         return tf.stop_gradient(mu), tf.stop_gradient(sigma)
 
-    def posterior(self, x, training=False, num_samples=64, seed=0):
+    def posterior(self, x, training=False, num_samples=None, seed=0, update_stats=True):
         """The moment-matched Gaussian r(z|x) of adaptive contrast, from ``num_samples``
-        draws.  A *proposal* for importance sampling, not q(z|x) itself (which has no
-        density): evaluation reports say so."""
-        h = self.encoder.features(x, training=training)
-        mu, sigma = self._moments(h, tf.constant([seed, 3], tf.int64), tf.shape(x)[0],
-                                  training, num_samples)
+        draws (default ``ac_num_samples``).  A *proposal* for importance sampling, not
+        q(z|x) itself (which has no density): evaluation reports say so.  ``seed`` is
+        kept for compatibility: the draws are fixed (common random numbers)."""
+        h = self.encoder.features(x, training=training, update_stats=update_stats)
+        mu, sigma = self._moments(h, training, num_samples)
         return dists.posterior(mu, sigma)
 
     def encode(self, x, seed=0):
-        """(Monte-Carlo posterior mean over 64 draws, one sample of z)."""
+        """(Monte-Carlo posterior mean over ``ac_num_samples`` draws, one sample of z)."""
         x = self._check_images(x)
         seeds = self._stateless_seed(seed, 1)
         h = self.encoder.features(x, training=False)
-        mu, _ = self._moments(h, seeds, tf.shape(x)[0], False, 64)
+        mu, _ = self._moments(h, False)
         return mu, self._encode_noise(h, seeds, SITE_POSTERIOR, tf.shape(x)[0])
+
+    def _t_offsets(self, z_pos, z_neg):
+        """The known part of T's optimum added to its output (see the module docstring)."""
+        offset = self.model_config.objective.critic_offset
+        if offset == "none" or (offset == "explicit" and self.adaptive_contrast):
+            return None
+        prior = self._prior()
+        return (-prior.log_prob(z_pos), -prior.log_prob(z_neg))
 
     def _forward(self, x, seeds, training):
         batch = tf.shape(x)[0]
@@ -98,23 +122,33 @@ class _AVBBase(BaseModel):
         log_px = self._observation_from_raw(self._decode_raw(
             z, training, self._dropout_seed(seeds, SITE_POSTERIOR))).log_prob(x)
         metrics = {"recon_x": -log_px}
+        x_c = self._critic_x(x, seeds)
         if not self.adaptive_contrast:
             z_p = self._draw(seeds, SITE_PRIOR, batch, [latent])
-            t_pos, t_neg = self._critic_pair((x, z), (x, z_p), training, seeds)
-            gen = objectives.adversarial_likelihood_loss(log_px, t_pos)
+            t = self._critic_pair("t", (x_c, z), (x_c, z_p), training, seeds,
+                                  self._t_offsets(z, z_p))
+            gen = objectives.adversarial_likelihood_loss(log_px, t["pos"])
         else:
-            mu, sigma = self._moments(h, seeds, batch, training)
+            mu, sigma = self._moments(h, training)
             z_tilde = (z - mu) / sigma
             reference = self._draw(seeds, SITE_AC_REF, batch, [latent])
-            t_pos, t_neg = self._critic_pair((x, z_tilde), (x, reference), training,
-                                              seeds)
+            t = self._critic_pair("t", (x_c, z_tilde), (x_c, reference), training, seeds,
+                                  self._t_offsets(z_tilde, reference))
             log_r = dists.posterior(mu, sigma).log_prob(z)
             log_pz = self._prior().log_prob(z)
-            gen = objectives.adaptive_contrast_loss(log_px, log_pz, log_r, t_pos)
+            gen = objectives.adaptive_contrast_loss(log_px, log_pz, log_r, t["pos"])
             metrics["log_r"] = log_r
-        metrics.update(adv=t_pos, t_acc=objectives.discriminator_accuracy(t_pos, t_neg))
-        return {"gen_loss": gen, "disc_losses": {"t": objectives.discriminator_loss(t_pos, t_neg)},
-                "metrics": metrics, "critic_logits": {"t": (t_pos, t_neg)}}
+        metrics.update(adv=t["pos"], t_acc=objectives.discriminator_accuracy(t["pos"],
+                                                                          t["neg"]))
+        return {"gen_loss": gen, "disc_losses": {"t": self._critic_loss(t)},
+                "metrics": metrics, "critic_logits": {"t": (t["pos"], t["neg"])}}
+
+    def _critic_diagnostics(self, x, seeds):
+        """The posterior's scale from the moments of q(z|x) (inference mode).  T's
+        optimum log q(z|x) - log p(z) has no closed form: q is a black box."""
+        h = self.encoder.features(x, training=False)
+        _, sigma = self._moments(h, False)
+        return {"posterior_scale": median_over_last_axis(sigma)}
 
 
 @keras.saving.register_keras_serializable(package="tf_asvae")

@@ -37,7 +37,10 @@ from tf_asvae.config import ModelConfig
 from tf_asvae.networks import Decoder, GaussianEncoder, JointDiscriminator, NoiseEncoder
 
 # Call sites for seeds; each draw in a step uses its own.
-SITE_POSTERIOR, SITE_PRIOR, SITE_PRIOR_INDEP, SITE_GEN_X, SITE_AC, SITE_AC_REF = range(6)
+(SITE_POSTERIOR, SITE_PRIOR, SITE_PRIOR_INDEP, SITE_GEN_X, SITE_AC, SITE_AC_REF,
+ SITE_CRITIC_X, SITE_INSTANCE_NOISE, SITE_PROBE) = range(9)
+# Adaptive contrast's moment draws are the same at every step (common random numbers).
+AC_FIXED_SEED = (7919, 104729)
 # Dropout masks of a network call: fold_in(step seed, SITE_DROPOUT + the call's site);
 # critics use SITE_CRITIC + their index.
 SITE_DROPOUT, SITE_CRITIC = 100, 50
@@ -59,6 +62,42 @@ def critic_auc(name):
     # float32 merges the grid's top thresholds (sigmoid(15) rounds near 1): np.unique.
     thresholds = np.unique((1.0 / (1.0 + np.exp(-AUC_LOGIT_GRID))).astype("float32"))
     return keras.metrics.AUC(thresholds=thresholds.tolist(), from_logits=True, name=name)
+
+
+@keras.saving.register_keras_serializable(package="tf_asvae")
+class MeanRatio(keras.metrics.Metric):
+    """``sum(numerators) / sum(denominators)`` over the updates: a ratio of means (e.g.
+    a critic's mean log-ratio error over the mean absolute exact log-ratio), which is
+    not the mean of the per-batch ratios."""
+
+    def __init__(self, name="mean_ratio", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.numerator = self.add_variable(shape=(), initializer="zeros", name="numerator")
+        self.denominator = self.add_variable(shape=(), initializer="zeros",
+                                             name="denominator")
+
+    def update_state(self, numerator, denominator):
+        self.numerator.assign_add(tf.reduce_sum(tf.cast(numerator, self.dtype)))
+        self.denominator.assign_add(tf.reduce_sum(tf.cast(denominator, self.dtype)))
+
+    def result(self):
+        return tf.math.divide_no_nan(self.numerator, self.denominator)
+
+
+def _tracker(name):
+    if name.endswith("_auc"):
+        return critic_auc(name)
+    if name.endswith("_rel"):
+        return MeanRatio(name=name)
+    return keras.metrics.Mean(name=name)
+
+
+def median_over_last_axis(values):
+    """The median over the last axis (the posterior's scale per example: over its latent
+    dimensions), as the mean of the two middle values for an even count."""
+    sorted_values = tf.sort(values, axis=-1)
+    d = values.shape[-1]
+    return 0.5 * (sorted_values[..., (d - 1) // 2] + sorted_values[..., d // 2])
 
 
 def _multi_worker(strategy) -> bool:
@@ -97,9 +136,7 @@ class BaseModel(keras.Model):
         self._build_encoder()
         self.critics = {}
         self._build_critics()
-        self._metric_trackers = {
-            name: critic_auc(name) if name.endswith("_auc") else keras.metrics.Mean(name=name)
-            for name in self.metric_names()}
+        self._metric_trackers = {name: _tracker(name) for name in self.metric_names()}
         self.disc_optimizer = None
         self.disc_steps = config.objective.disc_steps
 
@@ -137,10 +174,12 @@ class BaseModel(keras.Model):
         pass
 
     def _make_critic(self, name):
-        net = self.model_config.network
+        cfg = self.model_config
+        net = cfg.network
         return JointDiscriminator(net.disc_x_conv, net.disc_x_mlp, net.disc_z_mlp,
                                   net.disc_joint_mlp, net.batch_norm, net.disc_dropout,
-                                  net.activation, name=name)
+                                  net.activation, form=cfg.objective.critic_form,
+                                  latent_dim=cfg.latent_dim, name=name)
 
     @property
     def generator_variables(self):
@@ -187,31 +226,41 @@ class BaseModel(keras.Model):
         """The stateless seed of the dropout masks of the network call at ``site``."""
         return tf.random.experimental.stateless_fold_in(seeds, SITE_DROPOUT + site)
 
-    def posterior(self, x, training=False, dropout_seed=None):
+    def posterior(self, x, training=False, dropout_seed=None, update_stats=True):
         """q(z|x) as a TFP distribution with batch shape [B] and event [latent_dim]."""
-        loc, scale, h = self.encoder(x, training=training, seed=dropout_seed)
+        loc, scale, h = self.encoder(x, training=training, seed=dropout_seed,
+                                     update_stats=update_stats)
         loc, scale, h = (tf.cast(t, tf.float32) for t in (loc, scale, h))
         return dists.posterior(loc, scale, self._posterior_flow(h))
 
-    def sample_posterior(self, x, seed, training=False, site=SITE_POSTERIOR):
-        """Reparameterised z ~ q(z|x) and log q(z|x) at it: z = flow(loc + scale * eps)."""
+    def _sample_q(self, x, seed, training=False, site=SITE_POSTERIOR, update_stats=True):
+        """Reparameterised z ~ q(z|x): ``{"z", "log_q", "scale"}`` with log q(z|x) at z
+        and the base Gaussian's scale [B, D] (z = flow(loc + scale * eps))."""
         loc, scale, h = self.encoder(x, training=training,
-                                     seed=self._dropout_seed(seed, site))
+                                     seed=self._dropout_seed(seed, site),
+                                     update_stats=update_stats)
         loc, scale, h = (tf.cast(t, tf.float32) for t in (loc, scale, h))
         eps = self._draw(seed, site, tf.shape(x)[0], [self.model_config.latent_dim])
         z0 = loc + scale * eps
-        base = dists.posterior(loc, scale)
-        log_q = base.log_prob(z0)
+        log_q = dists.posterior(loc, scale).log_prob(z0)
         flow = self._posterior_flow(h)
-        if flow is None:
-            return z0, log_q
-        return flow.forward(z0), log_q - flow.forward_log_det_jacobian(z0, event_ndims=1)
+        if flow is not None:
+            log_q = log_q - flow.forward_log_det_jacobian(z0, event_ndims=1)
+            z0 = flow.forward(z0)
+        return {"z": z0, "log_q": log_q, "scale": scale}
 
-    def _decode_raw(self, z, training=False, dropout_seed=None):
+    def sample_posterior(self, x, seed, training=False, site=SITE_POSTERIOR,
+                         update_stats=True):
+        """Reparameterised z ~ q(z|x) and log q(z|x) at it: z = flow(loc + scale * eps)."""
+        q = self._sample_q(x, seed, training, site, update_stats)
+        return q["z"], q["log_q"]
+
+    def _decode_raw(self, z, training=False, dropout_seed=None, update_stats=True):
         """z [..., B, D] -> raw decoder output [..., B, H, W, C*P] in float32."""
         lead = tf.shape(z)[:-1]
         flat = tf.reshape(z, [-1, self.model_config.latent_dim])
-        raw = tf.cast(self.decoder(flat, training=training, seed=dropout_seed), tf.float32)
+        raw = tf.cast(self.decoder(flat, training=training, seed=dropout_seed,
+                                   update_stats=update_stats), tf.float32)
         return tf.reshape(raw, tf.concat([lead, tf.shape(raw)[1:]], 0))
 
     def observation(self, z, training=False):
@@ -244,6 +293,9 @@ class BaseModel(keras.Model):
             return dists.observation_mean(raw, cfg.likelihood, cfg.objective.min_scale,
                                           self._decoder_flow())
         batch = tf.shape(raw)[0]
+        if mode == "straight_through":
+            u = self._draw(seed, site, batch, list(raw.shape[1:]), kind="uniform")
+            return dists.straight_through_bernoulli(raw, u)
         if mode == "relaxed":
             u = self._draw(seed, site, batch, list(raw.shape[1:]), kind="uniform")
             noise = tf.math.log(u) - tf.math.log1p(-u)
@@ -257,6 +309,68 @@ class BaseModel(keras.Model):
             return x0
         flat = tf.reshape(x0, [batch, -1])
         return tf.reshape(flow.forward(flat), tf.shape(x0))
+
+    def _critic_x(self, x, seed):
+        """The real images as the critics see them: of the generated images' kind.
+
+        With ``generated_x="straight_through"`` the generated images are binary, so real
+        ones are drawn as Bernoulli(x) (binary data is unchanged; a grey level is the
+        probability of a binary pixel).  Otherwise the images as they are.
+        """
+        if self.model_config.objective.generated_x != "straight_through":
+            return x
+        u = self._draw(seed, SITE_CRITIC_X, tf.shape(x)[0], list(x.shape[1:]),
+                       kind="uniform")
+        return tf.cast(u < x, x.dtype)
+
+    def _instance_noise(self, x, seed):
+        """x plus N(0, instance_noise^2) noise (ObjectiveConfig.instance_noise)."""
+        std = self.model_config.objective.instance_noise
+        if not std:
+            return x
+        groups = 2
+        eps = self._draw(seed, SITE_INSTANCE_NOISE, tf.shape(x)[0] // groups,
+                         list(x.shape[1:]), lead=(groups,))
+        return x + std * tf.reshape(eps, tf.shape(x))
+
+    def _critic_pair(self, name, pos, neg, training, seeds, offsets=None):
+        """Critic ``name`` on positive and negative (x, z) pairs (one call on both).
+
+        Returns ``{"pos", "neg"}``: the logits, network output plus ``offsets`` (the known
+        parts of the optimum, ObjectiveConfig.critic_offset; ``None``: 0), and
+        ``"penalty"``: the zero-centred gradient penalty per positive pair (or None).
+        """
+        n = tf.shape(pos[0])[0]
+        x = self._instance_noise(tf.concat([pos[0], neg[0]], 0), seeds)
+        z = tf.concat([pos[1], neg[1]], 0)
+        index = list(self.critics).index(name)
+        seed = self._dropout_seed(seeds, SITE_CRITIC + index)
+        critic = self.critics[name]
+        gamma = self.model_config.objective.gradient_penalty
+        penalty = None
+        if gamma and training:
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch([x, z])
+                logits = tf.cast(critic(x, z, training=training, seed=seed, groups=2),
+                                 tf.float32)
+                positives = tf.reduce_sum(logits[:n])
+            gx, gz = tape.gradient(positives, [x, z])
+            penalty = objectives.gradient_penalty([gx[:n], gz[:n]], gamma)
+        else:
+            logits = tf.cast(critic(x, z, training=training, seed=seed, groups=2),
+                             tf.float32)
+        out = {"pos": logits[:n], "neg": logits[n:], "penalty": penalty}
+        if offsets is not None:
+            out["pos"] = out["pos"] + offsets[0]
+            out["neg"] = out["neg"] + offsets[1]
+        return out
+
+    def _critic_loss(self, critic_out):
+        """The critic's logistic loss per pair, plus its gradient penalty."""
+        loss = objectives.discriminator_loss(critic_out["pos"], critic_out["neg"])
+        if critic_out["penalty"] is not None:
+            loss = loss + critic_out["penalty"]
+        return loss
 
     def _prior(self):
         return dists.prior(self.model_config.latent_dim)
@@ -361,7 +475,8 @@ class BaseModel(keras.Model):
     # ------------------------------------------------------------------ training
     def compile(self, optimizer=None, disc_optimizer=None, disc_steps=None,
                 learning_rate=1e-4, jit_compile=False, **kwargs):
-        """Paper defaults: Adam(1e-4) for both players (AS-VAE Sec. 5).
+        """Paper defaults: Adam(1e-4) for both players (AS-VAE Sec. 5); the critics'
+        learning rate is ``learning_rate * ObjectiveConfig.critic_lr_scale``.
 
         ``optimizer`` updates the encoder/decoder, ``disc_optimizer`` the critics.
         Call inside a ``tf.distribute`` strategy scope under a strategy; both optimizers
@@ -370,7 +485,8 @@ class BaseModel(keras.Model):
         if optimizer is None:
             optimizer = keras.optimizers.Adam(learning_rate)
         if disc_optimizer is None and self.critics:
-            disc_optimizer = keras.optimizers.Adam(learning_rate)
+            disc_optimizer = keras.optimizers.Adam(
+                learning_rate * self.model_config.objective.critic_lr_scale)
         if disc_steps is not None:
             if not isinstance(disc_steps, int) or disc_steps < 1:
                 raise ValueError(f"disc_steps must be an integer >= 1. "
@@ -423,6 +539,8 @@ class BaseModel(keras.Model):
                 tracker.update_state(
                     tf.concat([tf.ones_like(positive), tf.zeros_like(negative)], 0),
                     tf.concat([positive, negative], 0))
+            elif isinstance(tracker, MeanRatio):
+                tracker.update_state(*value)
             else:
                 tracker.update_state(tf.reduce_mean(tf.cast(value, tf.float32)))
             logs[name] = tracker.result()
@@ -492,8 +610,94 @@ class BaseModel(keras.Model):
 
     def test_step(self, data):
         x = self._images(data)
-        out = self._forward(x, self._seeds(0), training=False)
-        return self._log_metrics(self._metric_values(out))
+        seeds = self._seeds(0)
+        out = self._forward(x, seeds, training=False)
+        values = self._metric_values(out)
+        values.update(self._diagnostics(x, seeds))
+        return self._log_metrics(values)
+
+    # ------------------------------------------------------------------ diagnostics
+    def diagnostic_names(self):
+        """Names of the game's health diagnostics logged by ``test_step`` (``val_`` in
+        training logs) and by :meth:`diagnose`; in the training logs the cheap ones
+        (``kl_exact``, ``posterior_scale``) come from every step, the others from
+        :class:`tf_asvae.callbacks.GameDiagnostics`.
+
+        * ``kl_exact``: E[log q(z|x) - log p(z)] at z ~ q(z|x) (explicit q only), beside
+          what a critic or the objective uses in its place (``adv_x``, ``adv``);
+        * ``posterior_scale``: the median over latent dimensions of q(z|x)'s standard
+          deviation (a posterior collapsed to a point sits at ``min_scale``);
+        * ``recon_gap``: E[-log p(x|z)] in inference mode minus in training mode, same
+          images and noise (batch norm's moving statistics against batch statistics);
+        * ``d1_ratio_error``, ``d1_ratio_scale``, ``d1_ratio_rel`` (AS-VAE's f_psi1):
+          the mean absolute error of the critic's z-contrast in nats, the mean absolute
+          exact contrast, and their ratio (see :func:`objectives.log_ratio_error`).
+        """
+        return ()
+
+    def _critic_diagnostics(self, x, seeds):
+        """Per-example critic diagnostics (inference mode); none by default."""
+        return {}
+
+    def _recon_gap(self, x, seeds):
+        """E[-log p(x|z)] in inference mode minus in training mode (batch statistics,
+        moving statistics untouched), with the same noise, per example."""
+        nll = []
+        for training in (False, True):
+            z, _ = self.sample_posterior(x, seeds, training=training, update_stats=False)
+            raw = self._decode_raw(z, training, self._dropout_seed(seeds, SITE_POSTERIOR),
+                                   update_stats=False)
+            nll.append(-self._observation_from_raw(raw).log_prob(x))
+        return nll[0] - nll[1]
+
+    def _diagnostics(self, x, seeds):
+        out = dict(self._critic_diagnostics(x, seeds))
+        if "recon_gap" in self.diagnostic_names():
+            out["recon_gap"] = self._recon_gap(x, seeds)
+        return out
+
+    def diagnose(self, data, max_batches=None, seed=0):
+        """The diagnostics (and test-step metrics) of the model on ``data`` in inference
+        mode, without touching the logged metrics: a dict of means over the examples
+        (``*_rel``: ratios of means).  ``data``: an array or tensor of images [N, H, W, C]
+        (batches of 100) or a ``tf.data.Dataset`` of batches."""
+        if isinstance(data, tf.data.Dataset):
+            batches = data
+        else:
+            batches = tf.data.Dataset.from_tensor_slices(
+                tf.convert_to_tensor(data, tf.float32)).batch(100)
+        if max_batches is not None:
+            batches = batches.take(max_batches)
+        if getattr(self, "_diagnose_fn", None) is None:
+            def step(x, seeds):
+                out = self._forward(x, seeds, training=False)
+                values = self._metric_values(out)
+                values.update(self._diagnostics(x, seeds))
+                sums = {}
+                for name, value in values.items():
+                    if name.endswith("_auc"):
+                        continue
+                    if name.endswith("_rel"):
+                        sums[name] = tf.stack([tf.reduce_sum(value[0]),
+                                               tf.reduce_sum(value[1])])
+                    else:
+                        sums[name] = tf.reduce_sum(tf.cast(value, tf.float32)
+                                                   * tf.ones([tf.shape(x)[0]]))
+                return sums
+            self._diagnose_fn = tf.function(step)
+        totals, count = {}, 0
+        for i, batch in enumerate(batches):
+            x = self._images(batch)
+            seeds = tf.random.experimental.stateless_fold_in(
+                tf.constant([seed, 5], tf.int64), i)
+            sums = self._diagnose_fn(x, seeds)
+            for name, value in sums.items():
+                totals[name] = totals.get(name, 0.0) + value.numpy()
+            count += int(x.shape[0])
+        if not count:
+            raise ValueError("diagnose() received no examples.")
+        return {name: (float(v[0] / v[1]) if v[1] else 0.0) if name.endswith("_rel")
+                else float(v / count) for name, v in totals.items()}
 
     def _metric_values(self, out):
         values = {"loss": out["gen_loss"]}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+from keras import ops
 
 from tf_asvae import noise
 from tf_asvae.config import ACTIVATIONS
@@ -101,6 +102,27 @@ class SyncBatchNormalization(keras.layers.BatchNormalization):
             raise ValueError("SyncBatchNormalization does not take a mask.")
         return global_moments(inputs, self._reduction_axes)
 
+    def call(self, inputs, training=None, mask=None, update_stats=True):
+        """As Keras' layer; with ``training`` and ``update_stats=False`` the batch is
+        normalised by its own statistics but the moving statistics are left alone.
+
+        The models pass ``update_stats=False`` on the networks' *generated* paths (the
+        encoder on x_theta(z), the decoder on prior codes), so that inference mode
+        (validation, likelihoods, export) normalises with statistics of the data path
+        only: the encoder on real images, the decoder on posterior codes.  This path
+        uses the batch statistics even in a frozen layer (``trainable=False``), so that a
+        frozen model can still be measured in training mode (``BaseModel.diagnose``).
+        """
+        if not training or update_stats:
+            return super().call(inputs, training=training, mask=mask)
+        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, mask)
+        gamma = ops.cast(self.gamma, x.dtype) if self.scale else None
+        beta = ops.cast(self.beta, x.dtype) if self.center else None
+        out = ops.batch_normalization(x, mean, variance, axis=self.axis, offset=beta,
+                                      scale=gamma, epsilon=self.epsilon)
+        return ops.cast(out, self.compute_dtype)
+
 
 @keras.saving.register_keras_serializable(package="tf_asvae")
 class SeededDropout(keras.layers.Layer):
@@ -153,13 +175,16 @@ def mlp_layers(sizes, dropout, name=None, activation="relu"):
     return layers
 
 
-def apply(layers, x, training, seed=None, groups=1):
-    """Runs ``layers`` in order; dropout layer i gets ``fold_in(seed, i)``."""
+def apply(layers, x, training, seed=None, groups=1, update_stats=True):
+    """Runs ``layers`` in order; dropout layer i gets ``fold_in(seed, i)``; batch norm
+    gets ``update_stats`` (see :meth:`SyncBatchNormalization.call`)."""
     for i, layer in enumerate(layers):
         if isinstance(layer, SeededDropout):
             s = None if seed is None else tf.random.experimental.stateless_fold_in(
                 tf.cast(seed, tf.int64), i)
             x = layer(x, training=training, seed=s, groups=groups)
+        elif isinstance(layer, SyncBatchNormalization):
+            x = layer(x, training=training, update_stats=update_stats)
         elif isinstance(layer, keras.layers.BatchNormalization):
             x = layer(x, training=training)
         else:
@@ -199,8 +224,8 @@ class ConvTrunk(keras.layers.Layer):
             self.blocks.append(keras.layers.Flatten())
         self.blocks += mlp_layers(self.mlp, self.dropout, activation=activation)
 
-    def call(self, x, training=None, seed=None, groups=1):
-        return apply(self.blocks, x, training, seed, groups)
+    def call(self, x, training=None, seed=None, groups=1, update_stats=True):
+        return apply(self.blocks, x, training, seed, groups, update_stats)
 
     def get_config(self):
         return {**super().get_config(), "conv": self.conv, "mlp": self.mlp,

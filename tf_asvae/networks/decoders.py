@@ -65,9 +65,10 @@ class Decoder(keras.layers.Layer):
             self.blocks += [keras.layers.Dense(h * w * out_channels, kernel_initializer=INIT),
                              keras.layers.Reshape((h, w, out_channels))]
 
-    def call(self, z, training=None, seed=None):
-        """``seed``: stateless seed of the dropout masks (see ``SeededDropout``)."""
-        return apply(self.blocks, z, training, seed)
+    def call(self, z, training=None, seed=None, update_stats=True):
+        """``seed``: stateless seed of the dropout masks (see ``SeededDropout``);
+        ``update_stats``: whether training mode updates batch norm's moving statistics."""
+        return apply(self.blocks, z, training, seed, update_stats=update_stats)
 
     def get_config(self):
         return {**super().get_config(), "image_shape": self.image_shape,

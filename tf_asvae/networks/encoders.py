@@ -38,9 +38,10 @@ class GaussianEncoder(keras.layers.Layer):
                                activation)
         self.head = keras.layers.Dense(2 * latent_dim, kernel_initializer=INIT)
 
-    def call(self, x, training=None, seed=None):
-        """``seed``: stateless seed of the dropout masks (see ``SeededDropout``)."""
-        h = self.trunk(x, training=training, seed=seed)
+    def call(self, x, training=None, seed=None, update_stats=True):
+        """``seed``: stateless seed of the dropout masks (see ``SeededDropout``);
+        ``update_stats``: whether training mode updates batch norm's moving statistics."""
+        h = self.trunk(x, training=training, seed=seed, update_stats=update_stats)
         raw = self.head(h)
         loc, raw_scale = ops.split(raw, 2, axis=-1)
         scale = self.min_scale + ops.softplus(raw_scale)
@@ -80,8 +81,8 @@ class NoiseEncoder(keras.layers.Layer):
         self.head_layers = mlp_layers(self.head_units, 0.0, activation=activation)
         self.out = keras.layers.Dense(latent_dim, kernel_initializer=INIT)
 
-    def features(self, x, training=None, seed=None):
-        return self.trunk(x, training=training, seed=seed)
+    def features(self, x, training=None, seed=None, update_stats=True):
+        return self.trunk(x, training=training, seed=seed, update_stats=update_stats)
 
     def head(self, h, eps, training=None):
         """h [B, F], eps [..., B, E] -> z [..., B, D]."""

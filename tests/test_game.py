@@ -1,0 +1,376 @@
+"""The adversarial game's health: diagnostics against closed forms, critic offsets and
+forms, the same kind of x on both sides of every critic pair, batch-norm statistics of
+the data path, adaptive contrast's fixed moments, the gradient penalty."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_asvae import ObjectiveConfig, build_model, distributions as dists, objectives
+from tf_asvae.config import STABILIZERS, parse_objective_overrides
+from tf_asvae.networks import JointDiscriminator
+from tf_asvae.networks.blocks import SyncBatchNormalization
+
+from conftest import images
+
+
+def _binary(shape, n, seed=0):
+    return (images(shape, n, seed) > 0.6).astype("float32")
+
+
+def _zero_critic(model, name):
+    """Make a critic's network output exactly 0 (its logit is then its offset alone)."""
+    critic = model.critics[name]
+    critic.logit.kernel.assign(tf.zeros_like(critic.logit.kernel))
+    critic.logit.bias.assign(tf.zeros_like(critic.logit.bias))
+
+
+# ------------------------------------------------------------------ diagnostics
+
+
+def test_ratio_error_is_zero_for_a_critic_that_returns_the_exact_log_ratio():
+    """f_psi1 = 0 + [log q(z|x) - log p(z)] (explicit offset, zero network) is the exact
+    z-contrast: error 0.  The same zero network without the offset misses it all:
+    relative error 1."""
+    x = _binary((28, 28, 1), 8)
+    model = build_model("asvae_r", "mnist", latent_dim=4, posterior_flow_length=2,
+                        critic_offset="explicit")
+    model.build_all()
+    _zero_critic(model, "f1")
+    d = model._critic_diagnostics(tf.constant(x), model._seeds(1))
+    scale = float(tf.reduce_mean(d["d1_ratio_scale"]))
+    assert scale > 0.1
+    assert float(tf.reduce_max(d["d1_ratio_error"])) < 1e-3 * scale
+    paper = build_model("asvae_r", "mnist", latent_dim=4, posterior_flow_length=2,
+                        stabilizer="paper")
+    paper.build_all()
+    paper.set_weights(model.get_weights())
+    d = paper._critic_diagnostics(tf.constant(x), paper._seeds(1))
+    np.testing.assert_allclose(d["d1_ratio_error"], d["d1_ratio_scale"], rtol=1e-5)
+    values = paper.diagnose(x)
+    assert values["d1_ratio_rel"] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_kl_exact_matches_the_closed_form_kl_of_a_gaussian_posterior():
+    """Without a flow, E_q[log q(z|x) - log p(z)] = KL(N(mu, s^2) || N(0, I)) =
+    0.5 sum(s^2 + mu^2 - 1 - 2 log s); the single-sample estimates average to it."""
+    model = build_model("vae", "synthetic")
+    model.build_all()
+    x = tf.constant(np.repeat(_binary((2, 2, 1), 1), 20000, axis=0))
+    out = model._forward(x, model._seeds(2), training=False)
+    loc, scale, _ = model.encoder(x[:1], training=False)
+    exact = 0.5 * float(tf.reduce_sum(scale ** 2 + loc ** 2 - 1 - 2 * tf.math.log(scale)))
+    kl = out["metrics"]["kl_exact"].numpy()
+    se = kl.std() / np.sqrt(len(kl))
+    assert abs(kl.mean() - exact) < 4 * se + 1e-4
+
+
+def test_posterior_scale_is_the_median_of_the_encoders_scale():
+    model = build_model("asvae", "mnist", latent_dim=5, posterior_flow_length=2)
+    model.build_all()
+    x = tf.constant(_binary((28, 28, 1), 6))
+    out = model._forward(x, model._seeds(0), training=False)
+    _, scale, _ = model.encoder(x, training=False)
+    np.testing.assert_allclose(out["metrics"]["posterior_scale"],
+                               np.median(scale.numpy(), axis=-1), rtol=1e-6)
+
+
+def test_recon_gap_is_zero_without_batch_norm_and_measures_it_with():
+    x = _binary((28, 28, 1), 8)
+    plain = build_model("vae", "mnist", latent_dim=4, posterior_flow_length=2,
+                        network=dict(batch_norm=False))
+    plain.build_all()
+    assert abs(plain.diagnose(x)["recon_gap"]) < 1e-3
+    normed = build_model("vae", "mnist", latent_dim=4, posterior_flow_length=2)
+    normed.build_all()  # moving statistics at their initial 0 / 1: not the batch's
+    assert abs(normed.diagnose(x)["recon_gap"]) > 1.0
+
+
+def test_diagnostics_are_logged_in_validation_and_by_the_callback():
+    from tf_asvae.callbacks import GameDiagnostics
+
+    model = build_model("asvae_r", "mnist", latent_dim=4, posterior_flow_length=2)
+    model.compile()
+    x = _binary((28, 28, 1), 8)
+    history = model.fit(x, batch_size=4, epochs=1, verbose=0, validation_data=(x,),
+                        callbacks=[GameDiagnostics(x)]).history
+    for name in model.diagnostic_names():
+        assert np.isfinite(history["val_" + name][0])
+        assert np.isfinite(history[name][0])
+    assert history["val_d1_ratio_rel"][0] == pytest.approx(
+        history["val_d1_ratio_error"][0] / history["val_d1_ratio_scale"][0], rel=1e-5)
+
+
+# ------------------------------------------------------------------ critic offsets
+
+
+@pytest.mark.parametrize("offset", ["none", "prior", "explicit"])
+def test_asvae_objective_is_eq_11_with_the_critics_offsets(offset):
+    """Per example: loss = -(log p(x|z) - f1(x, z)) - (log q(z|x~) - f2(x~, z)), with each
+    critic's logit = network + offset (ObjectiveConfig.critic_offset), recomputed from
+    the public pieces with the same noise."""
+    model = build_model("asvae", "synthetic", critic_offset=offset, disc_dropout=0.0)
+    model.build_all()
+    x = tf.constant(_binary((2, 2, 1), 6))
+    seeds = model._seeds(5)
+    out = model._forward(x, seeds, training=False)
+    prior = model._prior()
+    z_q, log_q = model.sample_posterior(x, seeds)
+    z_p = model._draw(seeds, 1, 6, [2])
+    raw_p = model._decode_raw(z_p)
+    x_p = model._generate_x(raw_p, seeds)
+    assert set(np.unique(x_p.numpy())) <= {0.0, 1.0}      # straight-through: binary
+    log_px = model.observation(z_q).log_prob(x)
+    log_qz = model.posterior(x_p).log_prob(z_p)
+    f1 = model.critic_x(x, z_q)
+    f2 = model.critic_z(x_p, z_p)
+    if offset == "prior":
+        f1 = f1 - prior.log_prob(z_q)
+        f2 = f2 + prior.log_prob(z_p)
+    elif offset == "explicit":
+        f1 = f1 + log_q - prior.log_prob(z_q)
+        f2 = f2 + model.observation(z_p).log_prob(x_p) + prior.log_prob(z_p)
+    expected = -(log_px - f1) - (log_qz - f2)
+    np.testing.assert_allclose(out["gen_loss"], expected, rtol=1e-4, atol=1e-3)
+
+
+def test_explicit_offset_makes_asvae_r_the_elbo_minus_the_network():
+    """With the explicit offset and a zero network, AS-VAE-r's loss is the VAE's -ELBO."""
+    model = build_model("asvae_r", "synthetic", critic_offset="explicit")
+    model.build_all()
+    _zero_critic(model, "f1")
+    vae = build_model("vae", "synthetic")
+    vae.build_all()
+    for v_src, v_dst in zip(model.encoder.weights + model.decoder.weights,
+                            vae.encoder.weights + vae.decoder.weights):
+        v_dst.assign(v_src)
+    x = tf.constant(_binary((2, 2, 1), 6))
+    seeds = model._seeds(3)
+    np.testing.assert_allclose(model._forward(x, seeds, False)["gen_loss"],
+                               vae._forward(x, seeds, False)["gen_loss"], rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_avb_offsets():
+    x = tf.constant(_binary((2, 2, 1), 6))
+    for kind, offset, expect_prior in (("avb", "explicit", True), ("avb", "none", False),
+                                       ("avb_ac", "explicit", False),
+                                       ("avb_ac", "prior", True)):
+        model = build_model(kind, "synthetic", critic_offset=offset)
+        model.build_all()
+        _zero_critic(model, "t")
+        out = model._forward(x, model._seeds(1), training=False)
+        pos, neg = out["critic_logits"]["t"]
+        assert (float(tf.reduce_max(tf.abs(pos))) > 0.5) == expect_prior, (kind, offset)
+        if expect_prior:
+            assert float(tf.reduce_min(pos)) >= 0.5 * np.log(2 * np.pi) * 2 - 1e-5
+
+
+# ------------------------------------------------------------------ the kind of x
+
+
+def test_critics_see_binary_images_on_both_sides_of_every_pair(monkeypatch):
+    """With the default straight-through generated x, every image a critic sees is
+    binary, real (here grey levels, drawn as Bernoulli(x)) and generated alike."""
+    model = build_model("asvae", "mnist", latent_dim=4, posterior_flow_length=2)
+    model.build_all()
+    seen = []
+    for critic in model.critics.values():
+        original = critic.call
+
+        def record(x, z, *args, _original=original, **kwargs):
+            seen.append(np.asarray(x))
+            return _original(x, z, *args, **kwargs)
+
+        monkeypatch.setattr(critic, "call", record)
+    x = tf.constant(images((28, 28, 1), 8))          # grey levels in (0, 1)
+    model._forward(x, model._seeds(0), training=True)
+    assert len(seen) == 2
+    for batch in seen:
+        assert set(np.unique(batch)) <= {0.0, 1.0}
+    # The paper's setting keeps generated probabilities against real images.
+    paper = build_model("asvae", "mnist", latent_dim=4, posterior_flow_length=2,
+                        stabilizer="paper")
+    assert paper.model_config.objective.generated_x == "mean"
+
+
+def test_straight_through_bernoulli_is_binary_with_the_probabilities_gradient():
+    logits = tf.constant([[-2.0, 0.0, 3.0]])
+    u = tf.constant([[0.05, 0.7, 0.2]])
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        x = dists.straight_through_bernoulli(logits, u)
+        y = tf.reduce_sum(x * tf.constant([[1.0, 2.0, 3.0]]))
+    np.testing.assert_array_equal(x, [[1.0, 0.0, 1.0]])
+    p = tf.sigmoid(logits)
+    np.testing.assert_allclose(tape.gradient(y, logits), [[1, 2, 3]] * p * (1 - p), rtol=1e-6)
+
+
+def test_generative_half_reaches_the_decoder_through_straight_through_samples():
+    model = build_model("asvae_g", "mnist", latent_dim=4, posterior_flow_length=2)
+    assert model.model_config.objective.generated_x == "straight_through"
+    x = tf.constant(_binary((28, 28, 1), 4))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model._forward(x, model._seeds(0), training=True)["gen_loss"])
+    grads = tape.gradient(loss, model.decoder.trainable_variables)
+    assert all(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
+
+
+# ------------------------------------------------------------------ batch norm
+
+
+def test_sync_batch_norm_without_update_uses_batch_statistics_and_keeps_moving_ones():
+    layer = SyncBatchNormalization()
+    x = tf.constant(np.random.default_rng(0).normal(3.0, 2.0, (64, 5)).astype("float32"))
+    layer.build(x.shape)
+    before = [v.numpy().copy() for v in (layer.moving_mean, layer.moving_variance)]
+    y = layer(x, training=True, update_stats=False)
+    np.testing.assert_allclose(tf.reduce_mean(y, 0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(tf.math.reduce_std(y, 0), 1.0, atol=1e-3)
+    for b, v in zip(before, (layer.moving_mean, layer.moving_variance)):
+        np.testing.assert_array_equal(b, v.numpy())
+    layer(x, training=True)
+    assert not np.array_equal(before[0], layer.moving_mean.numpy())
+
+
+@pytest.mark.parametrize("kind", ["asvae", "asvae_g"])
+def test_moving_statistics_describe_the_data_path_only(kind):
+    """After a training step, the encoder's and decoder's moving statistics are those of
+    their data paths alone (the encoder on the real batch, the decoder on its posterior
+    codes): the generated paths left them alone."""
+    model = build_model(kind, "mnist", latent_dim=4, posterior_flow_length=2)
+    model.compile()
+    reference = build_model(kind, "mnist", latent_dim=4, posterior_flow_length=2)
+    reference.build_all()
+    reference.set_weights(model.get_weights())
+    x = tf.constant(_binary((28, 28, 1), 8))
+    seeds = model._seeds(int(model.optimizer.iterations))
+    model.train_step(x)
+    z = reference.sample_posterior(x, seeds, training=True)[0]          # data paths
+    reference._decode_raw(z, True, reference._dropout_seed(seeds, 0))
+
+    def moving(m):
+        return [v.numpy() for layer in (m.encoder, m.decoder) for v in layer.weights
+                if "moving" in v.path]
+
+    for a, b in zip(moving(model), moving(reference)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ adaptive contrast
+
+
+def test_adaptive_contrast_moments_are_a_function_of_x_alone():
+    """Common random numbers: r(z|x)'s mean and deviation do not change between steps
+    or batch compositions, so a critic that sees x can estimate KL(q || r) without a
+    bias from the moments' noise."""
+    model = build_model("avb_ac", "synthetic")
+    model.build_all()
+    x = tf.constant(_binary((2, 2, 1), 6))
+    h = model.encoder.features(x)
+    mu1, s1 = model._moments(h, False)
+    mu2, s2 = model._moments(tf.reverse(h, [0]), False)
+    np.testing.assert_allclose(mu1, tf.reverse(mu2, [0]), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(s1, tf.reverse(s2, [0]), rtol=1e-5, atol=1e-7)
+    a = model._forward(x, model._seeds(1), training=False)["metrics"]["log_r"]
+    b = model._forward(x, model._seeds(2), training=False)["metrics"]["log_r"]
+    assert not np.allclose(a, b)   # z differs between steps; r does not (checked above)
+
+
+# ------------------------------------------------------------------ gradient penalty
+
+
+def test_gradient_penalty_is_half_gamma_squared_input_gradient():
+    g = [tf.constant([[3.0, 4.0]]), tf.constant([[[1.0], [2.0]]])]
+    np.testing.assert_allclose(objectives.gradient_penalty(g, 2.0), [30.0])
+    model = build_model("asvae_r", "synthetic", gradient_penalty=2.0, disc_dropout=0.0)
+    model.build_all()
+    x = tf.constant(_binary((2, 2, 1), 4))
+    z = tf.constant(np.random.default_rng(1).normal(size=(4, 2)).astype("float32"))
+    out = model._critic_pair("f1", (x, z), (x, z), True, model._seeds(0))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, z])
+        f = model.critics["f1"](tf.concat([x, x], 0), tf.concat([z, z], 0), training=True)
+        pos = tf.reduce_sum(f[:4])
+    gx, gz = tape.gradient(pos, [x, z])
+    expected = objectives.gradient_penalty([gx, gz], 2.0)
+    np.testing.assert_allclose(out["penalty"], expected, rtol=1e-4, atol=1e-6)
+    plain = build_model("asvae_r", "synthetic")
+    plain.build_all()
+    assert plain._critic_pair("f1", (x, z), (x, z), True, plain._seeds(0))["penalty"] is None
+
+
+# ------------------------------------------------------------------ critic forms
+
+
+def test_quadratic_critic_starts_as_the_mlp_and_can_be_a_gaussian_log_ratio():
+    x = tf.constant(images((2, 2, 1), 5))
+    z = tf.constant(np.random.default_rng(2).normal(size=(5, 3)).astype("float32"))
+    kwargs = dict(x_mlp=(8,), z_mlp=(8,), joint_mlp=(8,), batch_norm=False, dropout=0.0)
+    quad = JointDiscriminator(form="quadratic", latent_dim=3, **kwargs)
+    mlp = JointDiscriminator(**kwargs)
+    quad(x, z)
+    mlp(x, z)
+    for v, w in zip(mlp.weights, quad.weights):  # created in the same order
+        assert v.shape == w.shape
+        w.assign(v)
+    np.testing.assert_allclose(quad(x, z), mlp(x, z), rtol=1e-6)
+    # log N(z; mu, s^2) - log N(z; 0, 1) with per-dimension mu, s (independent of x here):
+    mu, s = np.array([0.5, -1.0, 2.0]), np.array([0.3, 0.5, 2.0])
+    quad.logit.kernel.assign(tf.zeros_like(quad.logit.kernel))
+    quad.logit.bias.assign(tf.zeros_like(quad.logit.bias))
+    for dense, value in ((quad.linear_coeff, mu / s ** 2), (quad.square_coeff,
+                                                            0.5 - 0.5 / s ** 2)):
+        dense.kernel.assign(tf.zeros_like(dense.kernel))
+        dense.bias.assign(tf.constant(value, tf.float32))
+    quad.x_offset.kernel.assign(tf.zeros_like(quad.x_offset.kernel))
+    quad.x_offset.bias.assign([float(-np.sum(mu ** 2 / (2 * s ** 2) + np.log(s)))])
+    exact = (dists.posterior(tf.constant(mu, tf.float32), tf.constant(s, tf.float32))
+             .log_prob(z) - dists.prior(3).log_prob(z))
+    np.testing.assert_allclose(quad(x, z), exact, rtol=1e-5, atol=1e-4)
+
+
+def test_quadratic_critic_needs_the_latent_size():
+    with pytest.raises(ValueError, match="latent_dim"):
+        JointDiscriminator(form="quadratic")
+    with pytest.raises(ValueError, match="form='cubic'"):
+        JointDiscriminator(form="cubic")
+
+
+# ------------------------------------------------------------------ configuration
+
+
+def test_stabilizers_fill_the_remedies_left_unset():
+    paper = ObjectiveConfig(stabilizer="paper")
+    for name, value in STABILIZERS["paper"].items():
+        assert getattr(paper, name) == value
+    mixed = ObjectiveConfig(stabilizer="paper", critic_form="quadratic")
+    assert mixed.critic_form == "quadratic" and mixed.critic_offset == "none"
+    back = mixed.replace(stabilizer="default")
+    assert back.critic_form == STABILIZERS["default"]["critic_form"]
+    assert ObjectiveConfig(**{k: v for k, v in mixed.__dict__.items()}) == mixed
+    model = build_model("asvae", "mnist", stabilizer="paper", gradient_penalty=1.0)
+    objective = model.model_config.objective
+    assert (objective.stabilizer, objective.gradient_penalty, objective.generated_x,
+            objective.critic_offset) == ("paper", 1.0, "mean", "none")
+    again = build_model("asvae", "mnist", **{**model.model_config.objective.__dict__})
+    assert again.model_config == model.model_config
+
+
+@pytest.mark.parametrize("items, match", [
+    (["critic_form=cubic"], "critic_form='cubic'"),
+    (["disc_steps=two"], "disc_steps must be an integer"),
+    (["gradient_penalty=-1"], "gradient_penalty=-1.0"),
+    (["unknown=1"], "KEY one of"),
+    (["critic_form"], "KEY=VALUE"),
+    (["stabilizer=heavy"], "stabilizer='heavy'"),
+])
+def test_bad_objective_overrides(items, match):
+    with pytest.raises(ValueError, match=match):
+        ObjectiveConfig(**parse_objective_overrides(items))
+
+
+def test_objective_overrides_are_typed():
+    assert parse_objective_overrides(["disc_steps=2", "instance_noise=0.1",
+                                      "critic_form=quadratic"]) == dict(
+        disc_steps=2, instance_noise=0.1, critic_form="quadratic")
