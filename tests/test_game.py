@@ -107,9 +107,11 @@ def test_diagnostics_are_logged_in_validation_and_by_the_callback():
 @pytest.mark.parametrize("offset", ["none", "prior", "explicit"])
 def test_asvae_objective_is_eq_11_with_the_critics_offsets(offset):
     """Per example: loss = -(log p(x|z) - f1(x, z)) - (log q(z|x~) - f2(x~, z)), with each
-    critic's logit = network + offset (ObjectiveConfig.critic_offset), recomputed from
+    critic's logit = network + offset (ObjectiveConfig.critic_offset and
+    generative_critic_offset), recomputed from
     the public pieces with the same noise."""
-    model = build_model("asvae", "synthetic", critic_offset=offset, disc_dropout=0.0)
+    model = build_model("asvae", "synthetic", critic_offset=offset,
+                        generative_critic_offset=offset, disc_dropout=0.0)
     model.build_all()
     x = tf.constant(_binary((2, 2, 1), 6))
     seeds = model._seeds(5)

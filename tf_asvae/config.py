@@ -147,10 +147,12 @@ CRITIC_FORMS = ("mlp", "quadratic")
 # stabilizer's value).  "paper": the papers' critics as published.  "default": what
 # measurably learns on MNIST (docs/RESULTS.md, "The adversarial models learn").
 STABILIZERS = {
-    "paper": dict(critic_offset="none", critic_form="mlp", disc_steps=1,
-                  critic_lr_scale=1.0, instance_noise=0.0, gradient_penalty=0.0),
-    "default": dict(critic_offset="explicit", critic_form="mlp", disc_steps=1,
-                    critic_lr_scale=1.0, instance_noise=0.0, gradient_penalty=0.0),
+    "paper": dict(critic_offset="none", generative_critic_offset="none", critic_form="mlp",
+                  disc_steps=1, critic_lr_scale=1.0, instance_noise=0.0,
+                  gradient_penalty=0.0),
+    "default": dict(critic_offset="explicit", generative_critic_offset="explicit",
+                    critic_form="mlp", disc_steps=1, critic_lr_scale=1.0,
+                    instance_noise=0.0, gradient_penalty=0.0),
 }
 STABILIZER_FIELDS = tuple(STABILIZERS["paper"])
 
@@ -184,20 +186,24 @@ class ObjectiveConfig:
     The critics' remedies (``None``: the ``stabilizer``'s value; see ``STABILIZERS``):
 
     stabilizer: ``"paper"`` (the critics as published) or ``"default"``.
-    critic_offset: known parts of each critic's optimum, added to the network's output
-      so that the network learns only the rest (the official AVB code adds the known
-      ``-log p(z)`` to its adversary, LMescheder/AdversarialVariationalBayes#4).
-      ``"none"``: the network alone (paper).  ``"prior"``: the prior's term,
-      ``-log p(z)`` for AS-VAE's f_psi1 and AVB's T (``-log N(z~)`` with adaptive
-      contrast), ``+log p(z)`` for f_psi2.  ``"explicit"``: every closed-form part:
-      f_psi1 + ``log q(z|x) - log p(z)`` (the optimum minus this is
-      ``log q(x) - log p_theta(x)``, a function of x alone), f_psi2 + ``log p(x|z) +
-      log p(z)`` (the rest is ``-log q_phi(z) - log q(x)``, a sum of a function of z and
-      one of x); AVB's q(z|x) has no density, so T gets the prior's term as with
+    critic_offset: known parts of the optimum of AS-VAE's f_psi1 and AVB's T, added to
+      the network's output so that the network learns only the rest (the official AVB
+      code adds the known ``-log p(z)`` to its adversary,
+      LMescheder/AdversarialVariationalBayes#4).  ``"none"``: the network alone (paper).
+      ``"prior"``: the prior's term ``-log p(z)`` (``-log N(z~)`` for T with adaptive
+      contrast).  ``"explicit"``: every closed-form part: f_psi1 + ``log q(z|x) -
+      log p(z)`` (the optimum minus this is ``log q(x) - log p_theta(x)``, a function of
+      x alone); AVB's q(z|x) has no density, so T gets the prior's term as with
       ``"prior"``, and with adaptive contrast nothing (r matches q's moments, so the
       known part of ``log q(z~|x) - log N(z~)`` is 0).  The encoder/decoder objective
       uses the same critic output, so with ``"explicit"`` AS-VAE's first half is the
       ELBO minus the network's residual.
+    generative_critic_offset: the same for AS-VAE's f_psi2: ``"prior"`` adds
+      ``+log p(z)``, ``"explicit"`` adds ``log p(x|z) + log p(z)`` (the rest is
+      ``-log q_phi(z) - log q(x)``, a sum of a function of z and one of x).  With
+      ``"explicit"`` the second half's objective holds the decoder's entropy at prior
+      codes explicitly (``-log p(x~|z)``, part of KL(p(x, z) || q(x, z))); only the
+      critic's estimate of ``log q(x~)`` opposes it.
     critic_form: ``"mlp"`` (the papers' joint network) or ``"quadratic"`` (adds terms
       quadratic in z with x-dependent coefficients and an inner product of x- and
       z-features, which can represent Gaussian log-ratios; see
@@ -219,6 +225,7 @@ class ObjectiveConfig:
     min_scale: float = 1e-3
     stabilizer: str = "default"
     critic_offset: str | None = None
+    generative_critic_offset: str | None = None
     critic_form: str | None = None
     disc_steps: int | None = None
     critic_lr_scale: float | None = None
@@ -237,6 +244,8 @@ class ObjectiveConfig:
         _check_int("ac_num_samples", self.ac_num_samples, 2)
         _check_positive("min_scale", self.min_scale)
         _check_choice("critic_offset", self.critic_offset, CRITIC_OFFSETS)
+        _check_choice("generative_critic_offset", self.generative_critic_offset,
+                      CRITIC_OFFSETS)
         _check_choice("critic_form", self.critic_form, CRITIC_FORMS)
         _check_positive("critic_lr_scale", self.critic_lr_scale)
         _check_positive("instance_noise", self.instance_noise, allow_zero=True)

@@ -19,8 +19,9 @@ critics see binary images on both sides of every pair.
 log q(z | x_theta) at a prior sample z needs the posterior density at an arbitrary
 point: with a planar flow that is the flow's (numerical) inverse.
 
-Critic offsets (ObjectiveConfig.critic_offset): the logit of each critic is its
-network's output plus the closed-form part of its optimum,
+Critic offsets (ObjectiveConfig.critic_offset for f_psi1, generative_critic_offset for
+f_psi2): the logit of each critic is its network's output plus the closed-form part of
+its optimum,
 
   ``"prior"``:    f_psi1 = net1 - log p(z),                 f_psi2 = net2 + log p(z);
   ``"explicit"``: f_psi1 = net1 + log q(z|x) - log p(z),    f_psi2 = net2 + log p(x|z) + log p(z),
@@ -123,9 +124,10 @@ class _ASVAEBase(BaseModel):
             partner = batch_partner(batch)
             z_other = tf.stop_gradient(tf.gather(z_q, partner))
             offsets = None
-            if self._offset() == "prior":
+            g_offset = self.model_config.objective.generative_critic_offset
+            if g_offset == "prior":
                 offsets = (prior.log_prob(z_p), prior.log_prob(z_other))
-            elif self._offset() == "explicit":
+            elif g_offset == "explicit":
                 log_p_xp = self._observation_from_raw(raw_p).log_prob(x_p)
                 log_p_other = self._observation_from_raw(
                     tf.gather(raw_q, partner)).log_prob(x_c)

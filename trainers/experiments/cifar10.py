@@ -215,28 +215,9 @@ def resolve_classifier(setup: Setup, choice: str, args) -> dict:
 
 
 def make_small_classifier(setup: Setup, cfg: dict, args, out: pathlib.Path) -> dict:
-    """Trains (or reuses, if made with the same settings) the small classifier with
-    ``trainers.train_classifier``; returns its metadata."""
-    from tf_asvae import data as D
-    from tf_asvae.evaluation import classifiers as C
-    from trainers import train_classifier as TC
-
-    path = out / "classifier" / f"{setup.dataset}.keras"
-    wanted = {"epochs": cfg["classifier_epochs"], "seed": args.seed, "dataset": setup.dataset}
-    meta_path = pathlib.Path(C.metadata_path(str(path)))
-    if path.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        limit = cfg["classifier_max_train"]
-        if all(meta.get(k) == v for k, v in wanted.items()) and (
-                limit is None or meta.get("num_train_examples") == limit):
-            return {**meta, "path": str(path), "reused": True}
-    manual = args.manual_dir if args.manual_dir is not None else D._env_manual_dir()
-    config = D.DataConfig(setup.dataset, 128, data_dir=args.data_dir, manual_dir=manual)
-    meta = TC.train_classifier(config, str(path), epochs=cfg["classifier_epochs"],
-                               seed=args.seed, max_train_examples=cfg["classifier_max_train"],
-                               max_eval_examples=cfg["max_eval_examples"],
-                               verbose=2 if cfg["verbose"] else 0)
-    return {**meta, "path": str(path), "reused": False}
+    """Trains (or reuses) the small classifier of ``setup.dataset``
+    (:func:`common.small_classifier`); returns its metadata."""
+    return common.small_classifier(setup.dataset, cfg, args, out)
 
 
 def classifier_label(clf: dict) -> str:

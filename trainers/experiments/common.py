@@ -272,6 +272,33 @@ def evaluate_run(argv, clock: Clock | None = None, stage: str = "evaluate") -> t
     return E.evaluate(spec), False
 
 
+def small_classifier(dataset: str, cfg: dict, args, out) -> dict:
+    """Trains (or reuses, if made with the same settings) this project's small classifier
+    of ``dataset`` with ``trainers.train_classifier`` into ``OUT/classifier/``; returns
+    its metadata with ``path`` and ``reused``.  ``cfg``: ``classifier_epochs``,
+    ``classifier_max_train``, ``max_eval_examples``, ``verbose``."""
+    from tf_asvae import data as D
+    from tf_asvae.evaluation import classifiers as C
+    from trainers import train_classifier as TC
+
+    path = pathlib.Path(out) / "classifier" / f"{dataset}.keras"
+    wanted = {"epochs": cfg["classifier_epochs"], "seed": args.seed, "dataset": dataset}
+    meta_path = pathlib.Path(C.metadata_path(str(path)))
+    if path.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        limit = cfg["classifier_max_train"]
+        if all(meta.get(k) == v for k, v in wanted.items()) and (
+                limit is None or meta.get("num_train_examples") == limit):
+            return {**meta, "path": str(path), "reused": True}
+    manual = args.manual_dir if args.manual_dir is not None else D._env_manual_dir()
+    config = D.DataConfig(dataset, 128, data_dir=args.data_dir, manual_dir=manual)
+    meta = TC.train_classifier(config, str(path), epochs=cfg["classifier_epochs"],
+                               seed=args.seed, max_train_examples=cfg["classifier_max_train"],
+                               max_eval_examples=cfg["max_eval_examples"],
+                               verbose=2 if cfg["verbose"] else 0)
+    return {**meta, "path": str(path), "reused": False}
+
+
 def metric_text(entry: dict, digits: int = 3) -> str:
     """``s.e. X, N examples`` for a metric entry of an evaluation report."""
     parts = []

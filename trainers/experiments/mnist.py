@@ -1,7 +1,8 @@
 """AS-VAE Table 1 and AVB Table 2: likelihoods on MNIST and binarized MNIST.
 
     python -m trainers.experiments.mnist --out runs/experiments/mnist \
-        --manual-dir ../shared/data [--data-dir DIR] [--only table1,table2/avb_ac] [--quick] \
+        --manual-dir ../shared/data [--data-dir DIR] [--budget full|cpu|quick] \
+        [--only table1,table2/avb_ac] [--stabilizer paper|default] [--objective KEY=VALUE] \
         [--epochs N --steps-per-epoch N --max-eval-examples N --num-samples K --ais-steps T]
 
 Every model is trained by ``trainers.train`` (a run directory ``DIR/runs/NAME`` with
@@ -26,11 +27,21 @@ with adaptive contrast: the model's own test-step objective, as the paper's "~" 
 and, as a cross-check, log p(x) by importance sampling (AVB: with the adaptive-contrast
 Gaussian r(z|x) as proposal).
 
-``--quick`` runs the same code at a size that finishes in minutes on a CPU: 2 training
-steps, narrow networks (the preset's layer types), a planar flow of length 2, a few test
-images, IS samples and AIS transitions.  Its numbers are not comparable with the papers.
-Figures: ``samples.png``, ``reconstructions.png`` (from the evaluation's grids) and
-``training_curves.png``.
+Every entry is also reported with the game's health diagnostics (``trainers.evaluate
+--metrics diag``: ``kl_exact``, the critic f_psi1's log-ratio error, the train/inference
+gap of the reconstruction term, the posterior's scale) and the classifier score
+(Inception-score formula) of ``num_generated`` samples with this project's small MNIST
+classifier (``trainers.train_classifier``, trained once into ``OUT/classifier/``).
+
+Budgets (``--budget``): ``full`` (the papers' protocol; needs a GPU), ``cpu`` (at most
+90 minutes on 2 CPU cores: every Table 1 kind and the 32-d Table 2 models, 5 epochs at
+learning rate 1e-3, a planar flow of length 10, IS with K = 200 on 1000 test images,
+AIS with 100 steps on 100 images, 10,000 generated images for the classifier score;
+docs/RESULTS.md has its numbers) and ``quick`` (``--quick``: 2 training steps, narrow
+networks (the preset's layer types), a planar flow of length 2, a few test images, IS
+samples and AIS transitions; a smoke test whose numbers are not comparable with the
+papers).  Figures: ``samples.png``, ``reconstructions.png`` (from the evaluation's
+grids) and ``training_curves.png``.
 """
 
 from __future__ import annotations
@@ -44,12 +55,13 @@ import sys
 
 import numpy as np
 
+from tf_asvae.config import STABILIZER_FIELDS
 from trainers.experiments import common
 
 TABLES = ("table1", "table2")
+LATENTS_T2 = (8, 32)
 KINDS_T1 = ("vae", "asvae_r", "asvae_g", "asvae")
 KINDS_T2 = ("avb", "avb_ac", "vae")
-LATENTS_T2 = (8, 32)
 DATASET = {"table1": "mnist", "table2": "binarized_mnist"}
 
 # AS-VAE Table 1: NLL in nats (the "vae" row is the NF (k=80) column, Rezende & Mohamed).
@@ -69,13 +81,23 @@ FULL = dict(epochs=500, steps_per_epoch="all", validation_steps="all", batch_siz
             max_train_examples=None, shuffle_buffer=10_000, max_eval_examples=None,
             eval_batch_size=100, num_samples=5000, ais_steps=1000, ais_chains=5,
             ais_leapfrog=10, ais_adaptation_steps=None, ais_max_examples=2048,
-            num_images=64, narrow=False, verbose=2)
+            num_images=64, narrow=False, verbose=2, latents_t2=LATENTS_T2,
+            num_generated=10_000, num_splits=10, classifier_epochs=5,
+            classifier_max_train=None)
+# At most 90 minutes on 2 CPU cores (docs/RESULTS.md): the Table 1 kinds and the 32-d
+# Table 2 models, 5 epochs each at learning rate 1e-3 (the paper's 1e-4 is for hundreds of
+# epochs), the planar flow shortened to 10 layers.
+CPU = dict(FULL, epochs=5, validation_steps="20", learning_rate=1e-3, patience=5,
+           flow_length=10, max_eval_examples=1000, num_samples=200, ais_steps=100,
+           ais_chains=4, ais_max_examples=100, latents_t2=(32,), classifier_epochs=3)
 QUICK = dict(epochs=1, steps_per_epoch="2", validation_steps="1", batch_size=16,
              learning_rate=1e-4, patience=10, flow_length=2, latent_dim=8,
              max_train_examples=64, shuffle_buffer=64, max_eval_examples=16,
              eval_batch_size=8, num_samples=4, ais_steps=3, ais_chains=2, ais_leapfrog=2,
              ais_adaptation_steps=3, ais_max_examples=4, num_images=16, narrow=True,
-             verbose=0)
+             verbose=0, latents_t2=LATENTS_T2, num_generated=16, num_splits=2,
+             classifier_epochs=1, classifier_max_train=64)
+BUDGETS = {"full": FULL, "cpu": CPU, "quick": QUICK}
 # --quick: the MNIST preset's layer types (strided convolutions, MLPs, transposed
 # convolutions, joint critic) at narrow widths.
 NARROW = dict(network=dict(encoder_conv=((8, 3, 2), (8, 3, 2)), encoder_mlp=(32,),
@@ -120,11 +142,12 @@ ENTRIES = tuple([Entry("table1", k) for k in KINDS_T1]
                 + [Entry("table2", k, d) for d in LATENTS_T2 for k in KINDS_T2])
 
 
-def select(only: str | None) -> list:
+def select(only: str | None, latents_t2=LATENTS_T2) -> list:
     """The entries named by ``--only`` (comma-separated tables, kinds, ``table/kind`` or
-    entry names such as ``table2/avb_ac-8d``; every entry when None)."""
+    entry names such as ``table2/avb_ac-8d``); when None, every Table 1 entry and the
+    Table 2 entries of the latent sizes ``latents_t2`` (the budget's)."""
     if not only:
-        return list(ENTRIES)
+        return [e for e in ENTRIES if e.table == "table1" or e.latent in latents_t2]
     tokens = [t.strip() for t in only.split(",") if t.strip()]
     unknown = [t for t in tokens if not any(e.matches(t) for e in ENTRIES)]
     if unknown or not tokens:
@@ -138,6 +161,14 @@ def select(only: str | None) -> list:
 
 def build_parser():
     p = common.parser(__doc__.split("\n")[0])
+    p.add_argument("--budget", default=None, choices=tuple(BUDGETS),
+                   help="named setting: full (the papers'), cpu (<= 90 min on 2 cores), "
+                        "quick (= --quick); default full")
+    p.add_argument("--stabilizer", default=None,
+                   help="the critics' remedies by name (trainers.train --stabilizer)")
+    p.add_argument("--objective", action="append", default=[], metavar="KEY=VALUE",
+                   help="an ObjectiveConfig field for every model (trainers.train "
+                        "--objective; repeatable)")
     p.add_argument("--only", default=None,
                    help="comma-separated subset: table1, table2, a kind (asvae_r), TABLE/KIND "
                         "or an entry (table2/avb_ac-8d); default: everything")
@@ -151,21 +182,33 @@ def build_parser():
     g.add_argument("--ais-leapfrog", type=int, default=None)
     g.add_argument("--ais-max-examples", type=int, default=None,
                    help="test images for AIS (paper: 2048)")
+    g.add_argument("--num-generated", type=int, default=None,
+                   help="generated images for the classifier score")
     return p
 
 
+def budget_name(args) -> str:
+    if args.quick and args.budget not in (None, "quick"):
+        raise ValueError(f"--quick is --budget quick. Received: --quick --budget {args.budget}")
+    return "quick" if args.quick else (args.budget or "full")
+
+
 def settings(args) -> dict:
-    """The full (or --quick) setting with the command line's overrides."""
+    """The budget's setting with the command line's overrides."""
     return common.settings_from_args(
-        QUICK if args.quick else FULL, args,
+        BUDGETS[budget_name(args)], args,
         ("epochs", "batch_size", "patience", "num_samples", "ais_steps", "ais_chains",
-         "ais_leapfrog", "eval_batch_size"),
+         "ais_leapfrog", "eval_batch_size", "num_generated"),
         ("max_eval_examples", "ais_max_examples", "max_train_examples"))
 
 
 def train_argv(entry: Entry, cfg: dict, args, run_dir) -> list:
     argv = common.base_train_argv(entry.kind, DATASET[entry.table], run_dir, entry.slug, cfg,
                                   args)
+    if args.stabilizer:
+        argv += ["--stabilizer", args.stabilizer]
+    for item in args.objective:
+        argv += ["--objective", item]
     if entry.table == "table1":
         argv += ["--binarize", "dynamic", "--flow-length", str(cfg["flow_length"])]
         if cfg["latent_dim"]:
@@ -185,12 +228,15 @@ def ais_batch_size(cfg: dict) -> int:
 
 
 def eval_argv(entry: Entry, cfg: dict, args, run_dir, out, *, metrics, num_samples,
-              num_images, batch_size=None) -> list:
+              num_images, batch_size=None, classifier=None) -> list:
     batch_size = batch_size or cfg["eval_batch_size"]
     argv = ["--run-dir", str(run_dir), "--metrics", metrics, "--num-samples", str(num_samples),
             "--batch-size", str(batch_size), "--num-images", str(num_images),
             "--seed", str(args.seed), "--out", str(out),
             "--verbose", "1" if cfg["verbose"] else "0"]
+    if classifier is not None:
+        argv += ["--classifier", classifier, "--num-generated", str(cfg["num_generated"]),
+                 "--num-splits", str(cfg["num_splits"])]
     if cfg["max_eval_examples"]:
         argv += ["--max-examples", str(cfg["max_eval_examples"])]
     if "ais" in metrics:
@@ -238,6 +284,41 @@ def test_objective(run_dir, batch_size: int, max_examples=None) -> dict:
 
 # ------------------------------------------------------------------------------ rows
 
+# The diagnostics reported for every entry: (report key, quantity).
+DIAGNOSTIC_ROWS = (
+    ("kl_exact", "E[log q(z|x) - log p(z)] (kl_exact), nats"),
+    ("adv_x", "f_psi1's mean logit on (x, z ~ q(z|x)), nats"),
+    ("adv", "T's mean logit on (x, z ~ q(z|x)), nats"),
+    ("d1_ratio_rel", "f_psi1 log-ratio error, relative"),
+    ("d1_ratio_error", "f_psi1 log-ratio error, nats"),
+    ("recon_gap", "train/inference gap of -log p(x|z), nats"),
+    ("posterior_scale", "posterior scale (median over latent dimensions)"),
+)
+
+
+def health_rows(entry: Entry, res: dict) -> list:
+    """The classifier score of the samples and the game's diagnostics (test images)."""
+    metrics = (res.get("report") or {}).get("metrics", {})
+    rows = []
+    score = metrics.get("is")
+    if score:
+        rows.append({"quantity": "classifier score of samples (Inception-score formula, "
+                                 "this project's MNIST classifier)",
+                     "method": entry.label, "ours": score["value"], "paper": None,
+                     "estimator": f"exp(E KL(p(y|x) || p(y))) of {score['num_samples']} "
+                                  f"decoder means at z ~ p(z); real test images: "
+                                  f"{score['real_data_value']:.3f}"})
+    for key, quantity in DIAGNOSTIC_ROWS:
+        entry_metric = metrics.get(key)
+        if entry_metric:
+            rows.append({"quantity": quantity, "method": entry.label,
+                         "ours": entry_metric["value"], "paper": None,
+                         "estimator": f"trainers.evaluate --metrics diag: "
+                                      f"{entry_metric['estimator']}; "
+                                      f"{entry_metric['num_examples']} test images"})
+    return rows
+
+
 def rows_for(entry: Entry, res: dict, cfg: dict) -> list:
     """The result rows of one entry from its evaluation results ``res`` (``report``:
     the trainers.evaluate report (IS); Table 1 ``elbo_report``: the K = 1 report; Table 2
@@ -259,7 +340,7 @@ def rows_for(entry: Entry, res: dict, cfg: dict) -> list:
                      "ours": elbo.get("value", res.get("failure")), "paper": paper,
                      "estimator": "negative ELBO, one sample of q(z|x) per image (the paper's "
                                   "estimator, Sec. 5.1); " + common.metric_text(elbo)})
-        return rows
+        return rows + health_rows(entry, res)
     paper_elbo, paper_ais = PAPER_T2.get((entry.kind, entry.latent), (None, None))
     ais = ((res.get("ais_report") or {}).get("metrics") or {}).get("ais", {})
     rows.append({"quantity": "log p(x) by AIS, nats (AVB Table 2)", "method": entry.label,
@@ -282,7 +363,7 @@ def rows_for(entry: Entry, res: dict, cfg: dict) -> list:
                  "ours": -nll["value"] if "value" in nll else res.get("failure"), "paper": None,
                  "estimator": f"IWAE bound, K = {nll.get('num_samples')}, proposal {proposal}; "
                               + common.metric_text(nll)})
-    return rows
+    return rows + health_rows(entry, res)
 
 
 # ------------------------------------------------------------------------------ main
@@ -292,7 +373,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg = settings(args)
-    entries = select(args.only)
+    entries = select(args.only, cfg["latents_t2"])
     out = pathlib.Path(args.out)
 
     # Everything is validated, and the data found, before anything is written.
@@ -305,6 +386,8 @@ def main(argv=None):
     clock, hw = common.Clock(), common.hardware()
     results, histories, trained = {}, {}, {}
     eval_dir = out / "eval"
+    with clock("classifier"):
+        classifier = common.small_classifier("mnist", cfg, args, out)
     for entry, spec in specs.items():
         trained[entry] = common.train_run(spec, clock, f"train {entry.name}")
         histories[entry.panel] = trained[entry]["history"]
@@ -318,9 +401,9 @@ def main(argv=None):
             path = eval_dir / f"{entry.slug}.json"
             # Both tables: importance-sampled NLL (and the image grids).
             res["report"], res["reused"] = common.evaluate_run(eval_argv(
-                entry, cfg, args, spec.run_dir, path, metrics="nll",
-                num_samples=cfg["num_samples"], num_images=cfg["num_images"]),
-                clock, stage)
+                entry, cfg, args, spec.run_dir, path, metrics="nll,diag,is",
+                num_samples=cfg["num_samples"], num_images=cfg["num_images"],
+                classifier=classifier["path"]), clock, stage)
             if entry.table == "table1":
                 res["elbo_report"], _ = common.evaluate_run(eval_argv(
                     entry, cfg, args, spec.run_dir, eval_dir / f"{entry.slug}_elbo.json",
@@ -343,11 +426,12 @@ def main(argv=None):
                for e in entries}
     figures = common.run_figures(reports, histories, out)
 
-    budget, notes = describe(entries, cfg, args, specs, trained, results)
+    budget, notes = describe(entries, cfg, args, specs, trained, results, classifier)
     details = {e.name: {**common.run_details(specs[e], trained[e], results[e]),
                         "ais_metrics": (results[e].get("ais_report") or {}).get("metrics"),
                         "elbo": results[e].get("elbo")}
                for e in entries}
+    details["classifier"] = classifier
     cmd = "python -m trainers.experiments.mnist " + " ".join(shlex.quote(a) for a in argv)
     return common.write_results(
         out, experiment="mnist",
@@ -356,7 +440,7 @@ def main(argv=None):
         details=details, figures=figures, notes=notes)
 
 
-def describe(entries, cfg, args, specs, trained, results):
+def describe(entries, cfg, args, specs, trained, results, classifier):
     """The budget and notes of results.md."""
     t1 = [e for e in entries if e.table == "table1"]
     t2 = [e for e in entries if e.table == "table2"]
@@ -365,6 +449,7 @@ def describe(entries, cfg, args, specs, trained, results):
     steps_text = ("one pass over the training set" if str(steps).lower() == "all"
                   else f"{steps} steps")
     budget = {
+        "budget": budget_name(args),
         "models": ", ".join(e.name for e in entries),
         "training (each model)": (
             f"trainers.train: at most {cfg['epochs']} epochs of {steps_text} with batches of "
@@ -382,6 +467,14 @@ def describe(entries, cfg, args, specs, trained, results):
             "AS-VAE Fig. 5 MNIST preset (convolutional encoder/decoder, joint (x, z) critics)"
             + (" narrowed for --quick (widths 8-32)" if cfg["narrow"] else "")),
         "seed": args.seed,
+        "objective": (f"stabilizer {any_spec.model.objective.stabilizer!r}: "
+                      + ", ".join(f"{k}={getattr(any_spec.model.objective, k)!r}"
+                                  for k in STABILIZER_FIELDS)
+                      + f"; generated_x (Table 1) {any_spec.model.objective.generated_x!r}"),
+        "classifier score": (
+            f"{cfg['num_generated']} generated images, this project's small MNIST CNN "
+            f"(trainers.train_classifier, {classifier['epochs']} epochs, test accuracy "
+            f"{classifier['test_accuracy']:.4f})"),
     }
     if t1:
         s = specs[t1[0]]
@@ -407,7 +500,12 @@ def describe(entries, cfg, args, specs, trained, results):
             f"and IS (K = {cfg['num_samples']}) "
             f"on {cfg['max_eval_examples'] or 'all 10000'} test images")
     notes = []
-    if args.quick:
+    if budget_name(args) == "cpu":
+        notes.append("--budget cpu: 5 epochs per model at learning rate 1e-3 and a planar flow "
+                     "of length 10, far from the papers' convergence (hundreds of epochs at "
+                     "1e-4, flows of length 80); the comparison is between the kinds at one "
+                     "budget, not with the papers' numbers.")
+    if budget_name(args) == "quick":
         notes.append("--quick: a smoke-sized budget (2 training steps, narrow networks, a few "
                      "test images and samples); the numbers are not comparable with the papers.")
     if t1:
