@@ -332,6 +332,37 @@ def test_quadratic_critic_starts_as_the_mlp_and_can_be_a_gaussian_log_ratio():
     np.testing.assert_allclose(quad(x, z), exact, rtol=1e-5, atol=1e-4)
 
 
+def test_spectral_norm_divides_the_kernel_by_its_largest_singular_value():
+    from tf_asvae.networks.blocks import SpectralNorm
+    import keras
+
+    rng = np.random.default_rng(3)
+    dense = SpectralNorm(keras.layers.Dense(4, activation="relu"), power_iterations=50)
+    x = tf.constant(rng.normal(size=(3, 6)).astype("float32"))
+    dense(x)
+    w = dense.layer.kernel.numpy()
+    sigma = np.linalg.svd(w, compute_uv=False)[0]
+    np.testing.assert_allclose(dense(x), np.maximum(x.numpy() @ (w / sigma)
+                                                    + dense.layer.bias.numpy(), 0), rtol=1e-4,
+                               atol=1e-5)
+    conv = SpectralNorm(keras.layers.Conv2D(3, 3, padding="same"), power_iterations=50)
+    images_ = tf.constant(rng.normal(size=(2, 5, 5, 2)).astype("float32"))
+    conv(images_)
+    k = conv.layer.kernel.numpy()
+    sigma = np.linalg.svd(k.reshape(-1, 3), compute_uv=False)[0]
+    reference = keras.layers.Conv2D(3, 3, padding="same")
+    reference(images_)
+    reference.kernel.assign(k / sigma)
+    reference.bias.assign(conv.layer.bias)
+    np.testing.assert_allclose(conv(images_), reference(images_), rtol=1e-4, atol=1e-5)
+    critic = JointDiscriminator(x_conv=((4, 3, 2),), spectral_norm=True, z_mlp=(8,),
+                                joint_mlp=(8,))
+    back = JointDiscriminator.from_config(critic.get_config())
+    assert back.spectral_norm and isinstance(back.z_layers[0], SpectralNorm)
+    with pytest.raises(ValueError, match="Dense or Conv2D"):
+        SpectralNorm(keras.layers.Flatten())
+
+
 def test_quadratic_critic_needs_the_latent_size():
     with pytest.raises(ValueError, match="latent_dim"):
         JointDiscriminator(form="quadratic")
@@ -366,6 +397,7 @@ def test_stabilizers_fill_the_remedies_left_unset():
     (["unknown=1"], "KEY one of"),
     (["critic_form"], "KEY=VALUE"),
     (["stabilizer=heavy"], "stabilizer='heavy'"),
+    (["spectral_norm=maybe"], "spectral_norm must be true or false"),
 ])
 def test_bad_objective_overrides(items, match):
     with pytest.raises(ValueError, match=match):
@@ -374,5 +406,5 @@ def test_bad_objective_overrides(items, match):
 
 def test_objective_overrides_are_typed():
     assert parse_objective_overrides(["disc_steps=2", "instance_noise=0.1",
-                                      "critic_form=quadratic"]) == dict(
-        disc_steps=2, instance_noise=0.1, critic_form="quadratic")
+                                      "critic_form=quadratic", "spectral_norm=true"]) == dict(
+        disc_steps=2, instance_noise=0.1, critic_form="quadratic", spectral_norm=True)

@@ -149,10 +149,10 @@ CRITIC_FORMS = ("mlp", "quadratic")
 STABILIZERS = {
     "paper": dict(critic_offset="none", generative_critic_offset="none", critic_form="mlp",
                   disc_steps=1, critic_lr_scale=1.0, instance_noise=0.0,
-                  gradient_penalty=0.0),
+                  gradient_penalty=0.0, spectral_norm=False),
     "default": dict(critic_offset="explicit", generative_critic_offset="explicit",
                     critic_form="mlp", disc_steps=1, critic_lr_scale=1.0,
-                    instance_noise=0.0, gradient_penalty=0.0),
+                    instance_noise=0.0, gradient_penalty=0.0, spectral_norm=False),
 }
 STABILIZER_FIELDS = tuple(STABILIZERS["paper"])
 
@@ -217,6 +217,8 @@ class ObjectiveConfig:
       ``gamma / 2 * E_pos ||grad_(x, z) f(x, z)||^2`` on each critic's positive pairs
       (R1, Mescheder, Geiger & Nowozin 2018, "Which training methods for GANs do
       actually converge?"), on the network part of the logit.
+    spectral_norm: spectrally normalised hidden layers in the critics (Miyato et al.
+      2018, "Spectral normalization for generative adversarial networks").
     """
 
     generated_x: str | None = None
@@ -231,6 +233,7 @@ class ObjectiveConfig:
     critic_lr_scale: float | None = None
     instance_noise: float | None = None
     gradient_penalty: float | None = None
+    spectral_norm: bool | None = None
 
     def __post_init__(self):
         _check_choice("stabilizer", self.stabilizer, tuple(STABILIZERS))
@@ -250,6 +253,9 @@ class ObjectiveConfig:
         _check_positive("critic_lr_scale", self.critic_lr_scale)
         _check_positive("instance_noise", self.instance_noise, allow_zero=True)
         _check_positive("gradient_penalty", self.gradient_penalty, allow_zero=True)
+        if not isinstance(self.spectral_norm, bool):
+            raise ValueError(f"spectral_norm must be a bool. "
+                             f"Received: spectral_norm={self.spectral_norm!r}.")
 
     def replace(self, **changes) -> "ObjectiveConfig":
         """A copy with ``changes``; a new ``stabilizer`` also sets every remedy (and
@@ -276,6 +282,12 @@ def parse_objective_overrides(items) -> dict:
             raise ValueError(f"Objective overrides are KEY=VALUE with KEY one of "
                              f"{sorted(fields)}. Received: {item!r}.")
         text = text.strip()
+        if key == "spectral_norm":
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"spectral_norm must be true or false. "
+                                 f"Received: spectral_norm={text!r}.")
+            out[key] = text.lower() in ("true", "1")
+            continue
         try:
             value = int(text) if key in ints else float(text) if key in floats else text
         except ValueError:

@@ -179,7 +179,8 @@ class BaseModel(keras.Model):
         return JointDiscriminator(net.disc_x_conv, net.disc_x_mlp, net.disc_z_mlp,
                                   net.disc_joint_mlp, net.batch_norm, net.disc_dropout,
                                   net.activation, form=cfg.objective.critic_form,
-                                  latent_dim=cfg.latent_dim, name=name)
+                                  latent_dim=cfg.latent_dim,
+                                  spectral_norm=cfg.objective.spectral_norm, name=name)
 
     @property
     def generator_variables(self):

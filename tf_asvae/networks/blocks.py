@@ -38,12 +38,81 @@ def check_activation(activation):
     return activation
 
 
+@keras.saving.register_keras_serializable(package="tf_asvae")
+class SpectralNorm(keras.layers.Wrapper):
+    """A ``Dense`` or ``Conv2D`` layer computed with its kernel divided by the kernel's
+    largest singular value (spectral normalisation, Miyato et al. 2018), so that the
+    layer is 1-Lipschitz.
+
+    The singular value is estimated by ``power_iterations`` steps of the power method on
+    the kernel reshaped to [fan_in, units], started from the same unit vector at every
+    call and held constant in the gradient (as in the paper).  Stateless: nothing is
+    carried between steps, so the layer behaves the same on one device, on N replicas
+    and after a resume.
+    """
+
+    def __init__(self, layer, power_iterations=5, **kwargs):
+        super().__init__(layer, **kwargs)
+        if not isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
+            raise ValueError("SpectralNorm wraps Dense or Conv2D layers. Received: "
+                             f"layer={type(layer).__name__}.")
+        if not isinstance(power_iterations, int) or power_iterations < 1:
+            raise ValueError("power_iterations must be a positive integer. Received: "
+                             f"power_iterations={power_iterations!r}.")
+        self.power_iterations = power_iterations
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.built = True
+
+    def normalized_kernel(self):
+        kernel = self.layer.kernel
+        matrix = ops.reshape(kernel, (-1, kernel.shape[-1]))
+        u = ops.ones((1, matrix.shape[-1]), dtype=matrix.dtype)
+        for _ in range(self.power_iterations):
+            v = _unit(ops.matmul(u, ops.transpose(matrix)))
+            u = _unit(ops.matmul(v, matrix))
+        u, v = ops.stop_gradient(u), ops.stop_gradient(v)
+        sigma = ops.sum(ops.matmul(v, matrix) * u)
+        return kernel / sigma
+
+    def call(self, inputs):
+        layer = self.layer
+        kernel = ops.cast(self.normalized_kernel(), layer.compute_dtype)
+        if isinstance(layer, keras.layers.Conv2D):
+            out = ops.conv(inputs, kernel, strides=layer.strides, padding=layer.padding,
+                           data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+        else:
+            out = ops.matmul(inputs, kernel)
+        if layer.use_bias:
+            out = out + ops.cast(layer.bias, layer.compute_dtype)
+        return layer.activation(out) if layer.activation is not None else out
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "power_iterations": self.power_iterations}
+
+
+def _unit(x):
+    return x / (ops.sqrt(ops.sum(ops.square(x))) + 1e-12)
+
+
+def _maybe_spectral(layer, spectral_norm):
+    return SpectralNorm(layer) if spectral_norm else layer
+
+
 def conv_block(filters, kernel, stride, batch_norm, transpose=False, name=None,
-               activation="relu"):
-    """[de]conv -> (batch norm) -> activation (ReLU in the papers) as a list of layers."""
+               activation="relu", spectral_norm=False):
+    """[de]conv -> (batch norm) -> activation (ReLU in the papers) as a list of layers
+    (the convolution spectrally normalised with ``spectral_norm``)."""
     cls = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
-    layers = [cls(filters, kernel, strides=stride, padding="same", use_bias=not batch_norm,
-                  kernel_initializer=INIT, name=None if name is None else name + "_conv")]
+    layers = [_maybe_spectral(
+        cls(filters, kernel, strides=stride, padding="same", use_bias=not batch_norm,
+            kernel_initializer=INIT, name=None if name is None else name + "_conv"),
+        spectral_norm)]
     if batch_norm:
         layers.append(SyncBatchNormalization(name=None if name is None else name + "_bn"))
     layers.append(keras.layers.Activation(check_activation(activation)))
@@ -163,13 +232,16 @@ class SeededDropout(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate}
 
 
-def mlp_layers(sizes, dropout, name=None, activation="relu"):
-    """Dense -> activation (ReLU in the papers) -> (dropout) for each size."""
+def mlp_layers(sizes, dropout, name=None, activation="relu", spectral_norm=False):
+    """Dense -> activation (ReLU in the papers) -> (dropout) for each size (the dense
+    layers spectrally normalised with ``spectral_norm``)."""
     layers = []
     check_activation(activation)
     for i, size in enumerate(sizes):
-        layers.append(keras.layers.Dense(size, activation=activation, kernel_initializer=INIT,
-                                         name=None if name is None else f"{name}_dense{i}"))
+        layers.append(_maybe_spectral(
+            keras.layers.Dense(size, activation=activation, kernel_initializer=INIT,
+                               name=None if name is None else f"{name}_dense{i}"),
+            spectral_norm))
         if dropout > 0:
             layers.append(SeededDropout(dropout))
     return layers
@@ -203,7 +275,7 @@ class ConvTrunk(keras.layers.Layer):
     """
 
     def __init__(self, conv=(), mlp=(), pooling="flatten", batch_norm=True, dropout=0.0,
-                 activation="relu", **kwargs):
+                 activation="relu", spectral_norm=False, **kwargs):
         super().__init__(**kwargs)
         if pooling not in ("flatten", "average"):
             raise ValueError(
@@ -215,14 +287,17 @@ class ConvTrunk(keras.layers.Layer):
         self.batch_norm = bool(batch_norm)
         self.dropout = float(dropout)
         self.activation = check_activation(activation)
+        self.spectral_norm = bool(spectral_norm)
         self.blocks = []
         for f, k, s in self.conv:
-            self.blocks += conv_block(f, k, s, self.batch_norm, activation=activation)
+            self.blocks += conv_block(f, k, s, self.batch_norm, activation=activation,
+                                      spectral_norm=self.spectral_norm)
         if self.conv and pooling == "average":
             self.blocks.append(keras.layers.GlobalAveragePooling2D())
         else:
             self.blocks.append(keras.layers.Flatten())
-        self.blocks += mlp_layers(self.mlp, self.dropout, activation=activation)
+        self.blocks += mlp_layers(self.mlp, self.dropout, activation=activation,
+                                  spectral_norm=self.spectral_norm)
 
     def call(self, x, training=None, seed=None, groups=1, update_stats=True):
         return apply(self.blocks, x, training, seed, groups, update_stats)
@@ -230,4 +305,5 @@ class ConvTrunk(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "conv": self.conv, "mlp": self.mlp,
                 "pooling": self.pooling, "batch_norm": self.batch_norm,
-                "dropout": self.dropout, "activation": self.activation}
+                "dropout": self.dropout, "activation": self.activation,
+                "spectral_norm": self.spectral_norm}

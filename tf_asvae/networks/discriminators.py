@@ -34,11 +34,16 @@ class JointDiscriminator(keras.layers.Layer):
 
     a, b, c and u start at zero, so an untrained quadratic critic is the MLP critic.
     ``latent_dim`` is needed for ``form="quadratic"``.
+
+    ``spectral_norm``: the hidden layers (convolutions and MLPs) are spectrally
+    normalised (:class:`tf_asvae.networks.blocks.SpectralNorm`, Miyato et al. 2018);
+    the output layers are not, so that the logit's scale stays free (a log-ratio of
+    hundreds of nats must remain reachable).
     """
 
     def __init__(self, x_conv=(), x_mlp=(), z_mlp=(512,), joint_mlp=(512, 512),
                  batch_norm=True, dropout=0.2, activation="relu", form="mlp",
-                 latent_dim=None, inner_dim=64, **kwargs):
+                 latent_dim=None, inner_dim=64, spectral_norm=False, **kwargs):
         super().__init__(**kwargs)
         if form not in CRITIC_FORMS:
             raise ValueError(f"Unknown critic form: Received: form={form!r}. "
@@ -59,10 +64,13 @@ class JointDiscriminator(keras.layers.Layer):
         self.form = form
         self.latent_dim = latent_dim
         self.inner_dim = inner_dim
+        self.spectral_norm = bool(spectral_norm)
+        sn = self.spectral_norm
         self.x_branch = ConvTrunk(self.x_conv, self.x_mlp, "average", self.batch_norm, 0.0,
-                                  activation)
-        self.z_layers = mlp_layers(self.z_mlp, 0.0, activation=activation)
-        self.joint_layers = mlp_layers(self.joint_mlp, self.dropout, activation=activation)
+                                  activation, spectral_norm=sn)
+        self.z_layers = mlp_layers(self.z_mlp, 0.0, activation=activation, spectral_norm=sn)
+        self.joint_layers = mlp_layers(self.joint_mlp, self.dropout, activation=activation,
+                                       spectral_norm=sn)
         self.logit = keras.layers.Dense(1, kernel_initializer=INIT)
         if form == "quadratic":
             width = self.joint_mlp[-1] if self.joint_mlp else 512
@@ -95,4 +103,5 @@ class JointDiscriminator(keras.layers.Layer):
                 "z_mlp": self.z_mlp, "joint_mlp": self.joint_mlp,
                 "batch_norm": self.batch_norm, "dropout": self.dropout,
                 "activation": self.activation, "form": self.form,
-                "latent_dim": self.latent_dim, "inner_dim": self.inner_dim}
+                "latent_dim": self.latent_dim, "inner_dim": self.inner_dim,
+                "spectral_norm": self.spectral_norm}
