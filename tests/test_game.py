@@ -404,6 +404,18 @@ def test_bad_objective_overrides(items, match):
         ObjectiveConfig(**parse_objective_overrides(items))
 
 
+def test_network_overrides_are_typed():
+    from tf_asvae.config import parse_network_overrides
+
+    assert parse_network_overrides(["batch_norm=false", "disc_dropout=0.1",
+                                    "activation=elu", "noise_dim=4"]) == dict(
+        batch_norm=False, disc_dropout=0.1, activation="elu", noise_dim=4)
+    with pytest.raises(ValueError, match="KEY one of"):
+        parse_network_overrides(["encoder_conv=1"])   # tuples are not scalar fields
+    with pytest.raises(ValueError, match="batch_norm must be true or false"):
+        parse_network_overrides(["batch_norm=no"])
+
+
 def test_objective_overrides_are_typed():
     assert parse_objective_overrides(["disc_steps=2", "instance_noise=0.1",
                                       "critic_form=quadratic", "spectral_norm=true"]) == dict(

@@ -266,35 +266,45 @@ class ObjectiveConfig:
         return dataclasses.replace(self, **changes)
 
 
-def parse_objective_overrides(items) -> dict:
-    """``["critic_form=quadratic", "disc_steps=2", ...]`` -> typed ObjectiveConfig
-    overrides (the command line's ``--objective KEY=VALUE``).  Raises ValueError naming
-    an unknown key or a value of the wrong type."""
-    fields = {f.name: f for f in dataclasses.fields(ObjectiveConfig)}
-    ints = {"disc_steps", "ac_num_samples"}
-    floats = {"relaxed_temperature", "min_scale", "critic_lr_scale", "instance_noise",
-              "gradient_penalty"}
+def _parse_overrides(items, cls, what: str) -> dict:
+    """``["KEY=VALUE", ...]`` -> typed overrides of ``cls``'s scalar fields (str, int,
+    float, bool; a type named in the field's annotation).  Raises ValueError naming an
+    unknown key or a value of the wrong type."""
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)
+              if "Tuple" not in str(f.type)}
     out = {}
     for item in items or ():
         key, sep, text = str(item).partition("=")
-        key = key.strip()
+        key, text = key.strip(), text.strip()
         if not sep or key not in fields:
-            raise ValueError(f"Objective overrides are KEY=VALUE with KEY one of "
+            raise ValueError(f"{what} overrides are KEY=VALUE with KEY one of "
                              f"{sorted(fields)}. Received: {item!r}.")
-        text = text.strip()
-        if key == "spectral_norm":
+        annotation = fields[key]
+        if "bool" in annotation:
             if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(f"spectral_norm must be true or false. "
-                                 f"Received: spectral_norm={text!r}.")
+                raise ValueError(f"{key} must be true or false. Received: {key}={text!r}.")
             out[key] = text.lower() in ("true", "1")
             continue
         try:
-            value = int(text) if key in ints else float(text) if key in floats else text
+            value = (int(text) if "int" in annotation else
+                     float(text) if "float" in annotation else text)
         except ValueError:
-            kind = "an integer" if key in ints else "a number"
+            kind = "an integer" if "int" in annotation else "a number"
             raise ValueError(f"{key} must be {kind}. Received: {key}={text!r}.") from None
         out[key] = value
     return out
+
+
+def parse_objective_overrides(items) -> dict:
+    """``["critic_form=quadratic", "disc_steps=2", ...]`` -> typed ObjectiveConfig
+    overrides (the command line's ``--objective KEY=VALUE``)."""
+    return _parse_overrides(items, ObjectiveConfig, "Objective")
+
+
+def parse_network_overrides(items) -> dict:
+    """``["batch_norm=false", "disc_dropout=0.1", ...]`` -> typed NetworkConfig
+    overrides of its scalar fields (the command line's ``--network KEY=VALUE``)."""
+    return _parse_overrides(items, NetworkConfig, "Network")
 
 
 def resolve_generated_x(objective: ObjectiveConfig, likelihood: str) -> str:

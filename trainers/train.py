@@ -53,7 +53,8 @@ import tf_asvae
 from tf_asvae import callbacks as cbs
 from tf_asvae import data as D
 from tf_asvae.config import (MIXED_PRECISION, MODEL_KINDS, STABILIZERS, STRATEGIES,
-                             ModelConfig, parse_objective_overrides,
+                             ModelConfig, parse_network_overrides,
+                             parse_objective_overrides,
                              TrainConfig)
 from tf_asvae.presets import PRESETS, preset_config
 
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--objective", action="append", default=[], metavar="KEY=VALUE",
                        help="an ObjectiveConfig field, e.g. critic_form=quadratic, "
                             "disc_steps=2, gradient_penalty=1 (repeatable)")
+    group.add_argument("--network", action="append", default=[], metavar="KEY=VALUE",
+                       help="a NetworkConfig field of a scalar type, e.g. batch_norm=false, "
+                            "disc_dropout=0.1, activation=elu (repeatable)")
     group.add_argument("--seed", type=int, default=0,
                        help="seed of the weights and of the model's noise (and of the "
                             "data pipeline unless --data-seed is given)")
@@ -278,6 +282,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
                                            else ("planar" if kind == "none" else kind))
             overrides["posterior_flow_length"] = flow_length
     objective = parse_objective_overrides(args.objective)
+    objective.update(parse_network_overrides(args.network))
     if args.stabilizer is not None:
         objective["stabilizer"] = args.stabilizer
     model = preset_config(args.model, preset, **overrides, **objective)
