@@ -259,6 +259,27 @@ def test_moving_statistics_describe_the_data_path_only(kind):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["vae", "avb_ac"])
+def test_recalibrated_batch_norm_makes_inference_mode_match_training_mode(kind):
+    """After ``recalibrate_batch_norm(x)``, the moving statistics are x's batch
+    statistics at the current weights: on x itself (with the same noise, the same seed)
+    the reconstruction term is the same in inference and in training mode (gap 0, where
+    the initial statistics give a gap of nats), and no weight changed."""
+    overrides = dict(latent_dim=4) if kind.startswith("avb") else dict(
+        latent_dim=4, posterior_flow_length=2)
+    model = build_model(kind, "mnist", **overrides)
+    model.build_all()
+    x = _binary((28, 28, 1), 16)
+    assert abs(model.diagnose(x)["recon_gap"]) > 1.0
+    weights = [w.numpy().copy() for w in model.trainable_weights]
+    assert model.recalibrate_batch_norm(x) > 0
+    assert abs(model.diagnose(x)["recon_gap"]) < 1e-2
+    for before, w in zip(weights, model.trainable_weights):
+        np.testing.assert_array_equal(before, w.numpy())
+    assert all(layer.momentum == 0.99 for layer in model._flatten_layers()
+               if isinstance(layer, SyncBatchNormalization))
+
+
 # ------------------------------------------------------------------ adaptive contrast
 
 

@@ -237,6 +237,36 @@ class ImageGrid(keras.callbacks.Callback):
 # Early stopping, history and resuming
 
 
+class RecalibrateBatchNorm(keras.callbacks.Callback):
+    """Before each validation (and at the end of an epoch without one), replaces the
+    batch norm layers' moving statistics by those of ``images`` at the current weights
+    (``BaseModel.recalibrate_batch_norm``), so that inference mode (validation, early
+    stopping, checkpoints, export) normalises as training did.  Place it first."""
+
+    def __init__(self, images, seed=0):
+        super().__init__()
+        self.images = np.asarray(images, dtype="float32")
+        if self.images.ndim != 4 or not len(self.images):
+            raise ValueError("RecalibrateBatchNorm needs a non-empty batch of images "
+                             f"[N, H, W, C]. Received: shape={self.images.shape}.")
+        self.seed = seed
+        self._done = False
+
+    def _recalibrate(self):
+        if not self._done:
+            self.model.recalibrate_batch_norm(self.images, seed=self.seed)
+            self._done = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._done = False
+
+    def on_test_begin(self, logs=None):
+        self._recalibrate()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._recalibrate()
+
+
 class GameDiagnostics(keras.callbacks.Callback):
     """At each epoch's end, the model's health diagnostics on a fixed sample of training
     images (``BaseModel.diagnose``: inference mode, end-of-epoch weights) are added to

@@ -525,8 +525,9 @@ def _export(model, export_dir, spec: RunSpec, history: dict):
     return export_saved_model(model, export_dir, metadata=metadata)
 
 
-# Training images on which GameDiagnostics evaluates the model at each epoch's end.
-DIAGNOSTIC_EXAMPLES = 500
+# Training images from which RecalibrateBatchNorm takes the batch norm statistics before
+# each validation, and on which GameDiagnostics evaluates the model at each epoch's end.
+DIAGNOSTIC_EXAMPLES = 1000
 
 
 def _training_sample(data: D.DataConfig, n: int) -> np.ndarray:
@@ -702,6 +703,7 @@ def _fit_and_finish(spec, state, model, out_dir, train_ds, val_ds, steps, val_st
                                      best_path=shared(BEST_FILE))
         callbacks = [
             backup,                                          # restores first
+            cbs.RecalibrateBatchNorm(diagnostic_images, seed=spec.seed),
             cbs.TerminateOnNonFinite(),                      # before anything writes
             cbs.GameDiagnostics(diagnostic_images, seed=spec.seed),  # adds to the logs
             cbs.HistoryWriter(path(HISTORY_FILE), read_path=shared(HISTORY_FILE)),
