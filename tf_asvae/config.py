@@ -50,6 +50,10 @@ class NetworkConfig:
     ``presets.py`` for the paper's values (AS-VAE Appendix B, Figures 5-8).
     ``decoder_start`` is the spatial size ``(h, w, c)`` that the decoder's first
     dense layer reshapes to before its transposed convolutions.
+    ``disc_x_pooling``: how the critics' x-branch turns its feature maps into a vector,
+    ``"average"`` (global average pooling, AS-VAE Figs. 5-8) or ``"flatten"`` (every
+    position kept: a critic that must locate q(z|x), as AVB's T without adaptive
+    contrast, needs to know more of x than the average of its features).
     """
 
     architecture: str = "mnist"
@@ -61,6 +65,7 @@ class NetworkConfig:
     disc_x_conv: Tuple[Tuple[int, int, int], ...] = ((32, 3, 2), (64, 3, 2))
     disc_z_mlp: Tuple[int, ...] = (512,)
     disc_x_mlp: Tuple[int, ...] = ()
+    disc_x_pooling: str = "average"
     disc_joint_mlp: Tuple[int, ...] = (512, 512)
     noise_dim: int = 32
     batch_norm: bool = True
@@ -72,6 +77,7 @@ class NetworkConfig:
     def __post_init__(self):
         _check_choice("architecture", self.architecture, ARCHITECTURES)
         _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("disc_x_pooling", self.disc_x_pooling, ("average", "flatten"))
         for name in ("encoder_conv", "decoder_deconv", "disc_x_conv"):
             value = getattr(self, name)
             object.__setattr__(self, name, tuple(tuple(int(v) for v in t) for t in value))

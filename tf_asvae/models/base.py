@@ -180,7 +180,8 @@ class BaseModel(keras.Model):
                                   net.disc_joint_mlp, net.batch_norm, net.disc_dropout,
                                   net.activation, form=cfg.objective.critic_form,
                                   latent_dim=cfg.latent_dim,
-                                  spectral_norm=cfg.objective.spectral_norm, name=name)
+                                  spectral_norm=cfg.objective.spectral_norm,
+                                  x_pooling=net.disc_x_pooling, name=name)
 
     @property
     def generator_variables(self):

@@ -15,8 +15,8 @@ CRITIC_FORMS = ("mlp", "quadratic")
 class JointDiscriminator(keras.layers.Layer):
     """(x [B, H, W, C], z [B, D]) -> logit [B].
 
-    x-branch: strided convolutions + global average pooling (or, with ``x_conv=()``,
-    flatten + ``x_mlp``); z-branch: MLP; the two are concatenated and an MLP head with
+    x-branch: strided convolutions + global average pooling (``x_pooling="flatten"``:
+    all positions kept; with ``x_conv=()``, flatten) + ``x_mlp``; z-branch: MLP; the two are concatenated and an MLP head with
     dropout gives one logit (``form="mlp"``, the papers' joint critic).  By Lemma 1 the
     logit trained with the logistic loss estimates log p(x, z) - log q(x, z) for
     positives ~ p and negatives ~ q.
@@ -43,7 +43,8 @@ class JointDiscriminator(keras.layers.Layer):
 
     def __init__(self, x_conv=(), x_mlp=(), z_mlp=(512,), joint_mlp=(512, 512),
                  batch_norm=True, dropout=0.2, activation="relu", form="mlp",
-                 latent_dim=None, inner_dim=64, spectral_norm=False, **kwargs):
+                 latent_dim=None, inner_dim=64, spectral_norm=False, x_pooling="average",
+                 **kwargs):
         super().__init__(**kwargs)
         if form not in CRITIC_FORMS:
             raise ValueError(f"Unknown critic form: Received: form={form!r}. "
@@ -66,7 +67,8 @@ class JointDiscriminator(keras.layers.Layer):
         self.inner_dim = inner_dim
         self.spectral_norm = bool(spectral_norm)
         sn = self.spectral_norm
-        self.x_branch = ConvTrunk(self.x_conv, self.x_mlp, "average", self.batch_norm, 0.0,
+        self.x_pooling = x_pooling
+        self.x_branch = ConvTrunk(self.x_conv, self.x_mlp, x_pooling, self.batch_norm, 0.0,
                                   activation, spectral_norm=sn)
         self.z_layers = mlp_layers(self.z_mlp, 0.0, activation=activation, spectral_norm=sn)
         self.joint_layers = mlp_layers(self.joint_mlp, self.dropout, activation=activation,
@@ -104,4 +106,4 @@ class JointDiscriminator(keras.layers.Layer):
                 "batch_norm": self.batch_norm, "dropout": self.dropout,
                 "activation": self.activation, "form": self.form,
                 "latent_dim": self.latent_dim, "inner_dim": self.inner_dim,
-                "spectral_norm": self.spectral_norm}
+                "spectral_norm": self.spectral_norm, "x_pooling": self.x_pooling}
