@@ -187,6 +187,16 @@ def _finite(value):
 
 def test_mnist_entries_selection_and_paper_numbers():
     assert len(M.ENTRIES) == 10 and len({e.name for e in M.ENTRIES}) == 10
+    # The CPU budget: every Table 1 kind and the 32-d Table 2 models.
+    assert [e.name for e in M.select(None, M.CPU["latents_t2"])] == [
+        "table1/vae", "table1/asvae_r", "table1/asvae_g", "table1/asvae",
+        "table2/avb-32d", "table2/avb_ac-32d", "table2/vae-32d"]
+    args = M.build_parser().parse_args(["--out", "x", "--budget", "cpu", "--epochs", "2"])
+    cfg = M.settings(args)
+    assert (cfg["epochs"], cfg["learning_rate"], cfg["flow_length"], cfg["num_samples"],
+            cfg["max_eval_examples"], cfg["num_generated"]) == (2, 1e-3, 10, 200, 1000, 10000)
+    with pytest.raises(ValueError, match="--quick is --budget quick"):
+        M.settings(M.build_parser().parse_args(["--out", "x", "--quick", "--budget", "cpu"]))
     assert [e.name for e in M.select("table1")] == [f"table1/{k}" for k in M.KINDS_T1]
     assert [e.name for e in M.select("table2/avb_ac,32d")] == [
         "table2/avb_ac-8d", "table2/avb-32d", "table2/avb_ac-32d", "table2/vae-32d"]
@@ -249,6 +259,22 @@ def test_mnist_quick(tmp_path, prepared, tfds_data_dir):
     assert data["details"]["table2/avb_ac-8d"]["model"]["latent_dim"] == 8
     budget = " ".join(str(v) for v in data["budget"].values())
     assert "at most 1 epochs of 2 steps" in budget and "AIS: 3 intermediate" in budget
+    # Every entry: the classifier score of its samples and the game's diagnostics.
+    score = "classifier score of samples (Inception-score formula, this project's MNIST " \
+            "classifier)"
+    for method in ("asvae", "avb_ac (8-d)"):
+        r = rows[(score, method)]
+        assert _finite(r["ours"]) and 1.0 <= r["ours"] <= 10.0
+        assert "16 decoder means" in r["estimator"]
+        gap = rows[("train/inference gap of -log p(x|z), nats", method)]
+        assert _finite(gap["ours"])
+        scale = rows[("posterior scale (median over latent dimensions)", method)]
+        assert _finite(scale["ours"]) and scale["ours"] > 0
+    assert _finite(rows[("f_psi1 log-ratio error, relative", "asvae")]["ours"])
+    assert _finite(rows[("E[log q(z|x) - log p(z)] (kl_exact), nats", "asvae")]["ours"])
+    assert ("E[log q(z|x) - log p(z)] (kl_exact), nats", "avb_ac (8-d)") not in rows
+    assert data["details"]["classifier"]["dataset"] == "mnist"
+    assert "stabilizer 'default'" in data["budget"]["objective"]
 
 
 def _mock_natural(monkeypatch):
