@@ -291,13 +291,49 @@ def test_adaptive_contrast_moments_are_a_function_of_x_alone():
     model.build_all()
     x = tf.constant(_binary((2, 2, 1), 6))
     h = model.encoder.features(x)
-    mu1, s1 = model._moments(h, False)
-    mu2, s2 = model._moments(tf.reverse(h, [0]), False)
-    np.testing.assert_allclose(mu1, tf.reverse(mu2, [0]), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(s1, tf.reverse(s2, [0]), rtol=1e-5, atol=1e-7)
+    r1 = model._contrast(h, False)
+    r2 = model._contrast(tf.reverse(h, [0]), False)
+    np.testing.assert_allclose(r1.mean(), tf.reverse(r2.mean(), [0]), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(r1.covariance(), tf.reverse(r2.covariance(), [0]),
+                               rtol=1e-4, atol=1e-7)
     a = model._forward(x, model._seeds(1), training=False)["metrics"]["log_r"]
     b = model._forward(x, model._seeds(2), training=False)["metrics"]["log_r"]
     assert not np.allclose(a, b)   # z differs between steps; r does not (checked above)
+
+
+def test_moment_matched_gaussian_diagonal_and_full():
+    rng = np.random.default_rng(4)
+    a = np.array([[1.0, 0.0], [0.9, 0.2]])
+    samples = (rng.normal(size=(5000, 3, 2)) @ a.T + [1.0, -2.0]).astype("float32")
+    full = dists.moment_matched_gaussian(tf.constant(samples), "full", jitter=0.0)
+    diag = dists.moment_matched_gaussian(tf.constant(samples), "diagonal", jitter=0.0)
+    for b in range(3):
+        np.testing.assert_allclose(full.covariance()[b], np.cov(samples[:, b].T, bias=True),
+                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(diag.stddev()[b], samples[:, b].std(0), rtol=1e-4)
+    # Whitening: z~ = L^-1 (z - mean) has identity covariance under the full fit only.
+    white = full.bijector.inverse(tf.constant(samples)).numpy()
+    np.testing.assert_allclose(np.cov(white[:, 0].T, bias=True), np.eye(2), atol=1e-4)
+    assert abs(np.cov(diag.bijector.inverse(tf.constant(samples)).numpy()[:, 0].T)[0, 1]) > 0.5
+    with pytest.raises(ValueError, match="covariance='block'"):
+        dists.moment_matched_gaussian(tf.constant(samples), "block")
+
+
+@pytest.mark.parametrize("covariance", ["diagonal", "full"])
+def test_adaptive_contrast_objective_is_eq_4_2_with_the_models_contrast(covariance):
+    model = build_model("avb_ac", "synthetic", ac_covariance=covariance, disc_dropout=0.0)
+    model.build_all()
+    x = tf.constant(_binary((2, 2, 1), 6))
+    seeds = model._seeds(2)
+    out = model._forward(x, seeds, training=False)
+    h = model.encoder.features(x)
+    z = model._encode_noise(h, seeds, 0, 6)
+    r = model._contrast(h, False)
+    assert isinstance(r, dists.tfd.MultivariateNormalTriL) == (covariance == "full")
+    t = model.critic_t(x, r.bijector.inverse(z))
+    expected = -(-t - r.log_prob(z) + model.observation(z).log_prob(x)
+                 + model._prior().log_prob(z))
+    np.testing.assert_allclose(out["gen_loss"], expected, rtol=1e-4, atol=1e-3)
 
 
 # ------------------------------------------------------------------ gradient penalty

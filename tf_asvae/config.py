@@ -155,10 +155,11 @@ CRITIC_FORMS = ("mlp", "quadratic")
 STABILIZERS = {
     "paper": dict(critic_offset="none", generative_critic_offset="none", critic_form="mlp",
                   disc_steps=1, critic_lr_scale=1.0, instance_noise=0.0,
-                  gradient_penalty=0.0, spectral_norm=False),
+                  gradient_penalty=0.0, spectral_norm=False, ac_covariance="diagonal"),
     "default": dict(critic_offset="explicit", generative_critic_offset="explicit",
                     critic_form="mlp", disc_steps=1, critic_lr_scale=1.0,
-                    instance_noise=0.0, gradient_penalty=0.0, spectral_norm=False),
+                    instance_noise=0.0, gradient_penalty=0.0, spectral_norm=False,
+                    ac_covariance="full"),
 }
 STABILIZER_FIELDS = tuple(STABILIZERS["paper"])
 
@@ -225,6 +226,9 @@ class ObjectiveConfig:
       actually converge?"), on the network part of the logit.
     spectral_norm: spectrally normalised hidden layers in the critics (Miyato et al.
       2018, "Spectral normalization for generative adversarial networks").
+    ac_covariance: the contrast r(z|x) of AVB's adaptive contrast: ``"diagonal"`` (the
+      paper, Sec. 4) or ``"full"`` (the draws' full covariance, so that correlations of
+      q(z|x) are in log r and not left to the critic; see ``tf_asvae.models.avb``).
     """
 
     generated_x: str | None = None
@@ -240,6 +244,7 @@ class ObjectiveConfig:
     instance_noise: float | None = None
     gradient_penalty: float | None = None
     spectral_norm: bool | None = None
+    ac_covariance: str | None = None
 
     def __post_init__(self):
         _check_choice("stabilizer", self.stabilizer, tuple(STABILIZERS))
@@ -259,6 +264,7 @@ class ObjectiveConfig:
         _check_positive("critic_lr_scale", self.critic_lr_scale)
         _check_positive("instance_noise", self.instance_noise, allow_zero=True)
         _check_positive("gradient_penalty", self.gradient_penalty, allow_zero=True)
+        _check_choice("ac_covariance", self.ac_covariance, ("diagonal", "full"))
         if not isinstance(self.spectral_norm, bool):
             raise ValueError(f"spectral_norm must be a bool. "
                              f"Received: spectral_norm={self.spectral_norm!r}.")

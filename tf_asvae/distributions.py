@@ -39,6 +39,26 @@ def posterior(loc, scale, flow: tfb.Bijector | None = None) -> tfd.Distribution:
     return tfd.TransformedDistribution(base, flow)
 
 
+def moment_matched_gaussian(samples, covariance: str = "diagonal",
+                            jitter: float = 1e-5) -> tfd.Distribution:
+    """The Gaussian with the mean and covariance of ``samples`` [S, ..., D] over axis 0:
+    diagonal (AVB's adaptive contrast, Sec. 4) or full (``covariance="full"``: a
+    Cholesky factor of the sample covariance plus ``jitter`` I).  ``bijector.inverse``
+    of the result whitens codes: z~ = L^-1 (z - mean)."""
+    mean = tf.reduce_mean(samples, 0)
+    centred = samples - mean
+    if covariance == "diagonal":
+        return tfd.MultivariateNormalDiag(
+            mean, tf.sqrt(tf.reduce_mean(tf.square(centred), 0) + jitter))
+    if covariance != "full":
+        raise ValueError(f"Unknown covariance: Received: covariance={covariance!r}. "
+                         "Expected 'diagonal' or 'full'.")
+    s = tf.cast(tf.shape(samples)[0], samples.dtype)
+    cov = tf.einsum("s...i,s...j->...ij", centred, centred) / s
+    cov += jitter * tf.eye(tf.shape(samples)[-1], dtype=samples.dtype)
+    return tfd.MultivariateNormalTriL(mean, tf.linalg.cholesky(cov))
+
+
 def split_gaussian_params(raw, channels: int, min_scale: float):
     """Raw decoder output [..., C * 2] -> (loc, scale) each [..., C]."""
     loc = raw[..., :channels]
