@@ -296,8 +296,11 @@ def _check_natural_rows(data, kinds, table, paper):
     for kind in kinds:
         for q in (f"NLL, bits/dim ({table})", f"NLL as -ELBO, bits/dim ({table})"):
             r = rows[(q, kind)]
-            # > 0; not bounded by 8 (an untrained model is worse than uniform).
-            assert _finite(r["ours"]) and 0 < r["ours"] < 100
+            # > 0; not bounded by 8: an untrained model is worse than uniform.  After two
+            # steps, with batch norm recalibrated to population statistics, the narrow
+            # Gaussian decoders give 230-270 bits/dim (scales near min_scale); the upper
+            # bound only catches unit errors (nats for bits, sums for means).
+            assert _finite(r["ours"]) and 0 < r["ours"] < 1000
             assert r["paper"] == paper.get(kind, {}).get("bpd")
         rmse = rows[(f"reconstruction RMSE, 0-255 scale ({table})", kind)]
         assert _finite(rmse["ours"]) and 0 <= rmse["ours"] <= 255

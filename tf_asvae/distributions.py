@@ -40,11 +40,14 @@ def posterior(loc, scale, flow: tfb.Bijector | None = None) -> tfd.Distribution:
 
 
 def moment_matched_gaussian(samples, covariance: str = "diagonal",
-                            jitter: float = 1e-5) -> tfd.Distribution:
+                            jitter: float = 1e-5, shrinkage: float = 1e-2
+                            ) -> tfd.Distribution:
     """The Gaussian with the mean and covariance of ``samples`` [S, ..., D] over axis 0:
     diagonal (AVB's adaptive contrast, Sec. 4) or full (``covariance="full"``: a
-    Cholesky factor of the sample covariance plus ``jitter`` I).  ``bijector.inverse``
-    of the result whitens codes: z~ = L^-1 (z - mean)."""
+    Cholesky factor of the sample covariance plus ``(shrinkage * mean variance +
+    jitter) I``, which bounds its condition number: whitening a nearly degenerate
+    covariance would amplify rounding).  ``bijector.inverse`` of the result whitens
+    codes: z~ = L^-1 (z - mean)."""
     mean = tf.reduce_mean(samples, 0)
     centred = samples - mean
     if covariance == "diagonal":
@@ -55,7 +58,9 @@ def moment_matched_gaussian(samples, covariance: str = "diagonal",
                          "Expected 'diagonal' or 'full'.")
     s = tf.cast(tf.shape(samples)[0], samples.dtype)
     cov = tf.einsum("s...i,s...j->...ij", centred, centred) / s
-    cov += jitter * tf.eye(tf.shape(samples)[-1], dtype=samples.dtype)
+    ridge = shrinkage * tf.reduce_mean(tf.linalg.diag_part(cov), -1) + jitter
+    cov += ridge[..., tf.newaxis, tf.newaxis] * tf.eye(tf.shape(samples)[-1],
+                                                        dtype=samples.dtype)
     return tfd.MultivariateNormalTriL(mean, tf.linalg.cholesky(cov))
 
 
