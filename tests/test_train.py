@@ -118,6 +118,12 @@ def test_flags_reach_the_configs(tmp_path, monkeypatch):
     assert (t.learning_rate, t.steps_per_epoch, t.backup_freq) == (3e-4, None, 7)
     assert (t.mixed_precision, t.strategy, t.num_devices) == ("auto", "mirrored", 2)
     assert spec.run_dir == os.path.join("runs", "x")
+    objective = T.parse(["--stabilizer", "paper", "--objective", "critic_form=quadratic",
+                         "--objective", "disc_steps=2", "--network", "batch_norm=false"]).model
+    assert (objective.objective.stabilizer, objective.objective.critic_form,
+            objective.objective.disc_steps, objective.objective.critic_offset,
+            objective.network.batch_norm) == ("paper", "quadratic", 2, "none", False)
+    assert T.parse([]).model.objective.stabilizer == "default"
     assert T.parse(["--model", "avb"]).model.flows.posterior_flow == "none"
     assert T.parse(["--flow-length", "0"]).model.flows.posterior_flow == "none"
     assert T.parse(["--dataset", "four_points"]).model.preset == "synthetic"
@@ -160,6 +166,10 @@ def test_train_config_round_trips_and_validates():
     (["--backup-freq", "0"], ["backup_freq=0"]),
     (["--model", "avb", "--flow-length", "3"], ["flow_length=3", "'avb'"]),
     (["--preset", "cifar10"], ["preset='cifar10'", "'mnist'"]),
+    (["--stabilizer", "heavy"], ["'heavy'", "'paper'", "'default'"]),
+    (["--objective", "critic_form=cubic"], ["critic_form='cubic'", "'quadratic'"]),
+    (["--objective", "gradient_penalty"], ["KEY=VALUE", "'gradient_penalty'"]),
+    (["--network", "batch_norm=maybe"], ["batch_norm must be true or false", "'maybe'"]),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path, capsys, extra, fragments):
     argv = _argv(tmp_path, ["--data-dir", str(tmp_path / "tfds")]) + extra
@@ -360,6 +370,10 @@ def test_end_to_end(kind, tmp_path, mnist):
         # Validation covers whole batches of real digits on any number of replicas (a
         # mean diluted by empty steps would be far lower).
         assert all(v > 300 for v in history["val_recon_x"])
+    # The game's diagnostics, on training data (GameDiagnostics) and in validation.
+    for name in tf_asvae.model_from_config(config["model"]).diagnostic_names():
+        for key in (name, "val_" + name):
+            assert len(history[key]) == epochs and all(map(math.isfinite, history[key])), key
     if kind == "asvae":
         # The monitored quantity is the mean of the reconstructions of x and z.
         np.testing.assert_allclose(
