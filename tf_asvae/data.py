@@ -76,6 +76,8 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
+from tf_asvae import sources
+
 __all__ = [
     "AUTOTUNE",
     "ENV_MANUAL_DIR",
@@ -107,6 +109,10 @@ ENV_MANUAL_DIR = "TF_ASVAE_MANUAL_DIR"
 SPLITS = ("train", "validation", "test")
 BINARIZE_MODES = ("none", "dynamic")
 PIXEL_KINDS = ("intensity", "binary", "natural")
+CROP_MODES = ("center", "none")
+# DataConfig fields that only folder:/tfds:/npz: sources use.
+_SOURCE_FIELDS = ("image_size", "channels", "resize", "crop", "pixels", "split_fractions",
+                  "split_seed", "train_split", "validation_split", "test_split", "image_key")
 SHA256SUMS = "SHA256SUMS"
 
 
@@ -155,6 +161,7 @@ class DatasetSpec:
     manual_subdir: str | None = None
     files: tuple[str, ...] = ()
     source_url: str | None = None
+    source: Any = None  # a tf_asvae.sources.SourceInfo for folder:/tfds:/npz: sources
 
     @property
     def natural(self) -> bool:
@@ -266,7 +273,10 @@ class DataConfig:
     """Which data, and how it is fed.
 
     Attributes:
-      name: a key of :data:`DATASETS`.
+      name: a key of :data:`DATASETS`, or a source of your own images:
+        ``folder:PATH``, ``tfds:NAME[/CONFIG]`` or ``npz:PATH`` (see
+        :mod:`tf_asvae.sources`; the fields below from ``image_size`` on apply to
+        sources only).
       batch_size: global batch size (split evenly across replicas).
       data_dir: TFDS directory of prepared data (``None``: TFDS default).
       manual_dir: directory of manually downloaded files, or a parent of
@@ -280,7 +290,18 @@ class DataConfig:
       shuffle_buffer: examples in the shuffle buffer.
       cache: ``True`` caches decoded uint8 examples in memory, a string is a
         directory for file caches, ``False`` disables caching (ImageNet 64x64
-        does not fit in memory on most machines).
+        does not fit in memory on most machines). Folder sources are streamed:
+        ``True`` does not cache them (a directory does).
+      image_size: ``(H, W)`` of the pipeline's images (None: the data's own size).
+      channels: 1 or 3 (None: 1 when every image is grey, else 3).
+      resize, crop: how images of another size reach ``image_size``: scaled
+        (``resize``) and/or centre-cropped (``crop="center"``) or not (``"none"``).
+      pixels: declares the pixel kind (None: detected; see :mod:`tf_asvae.sources`).
+      split_fractions: train/validation/test fractions of a folder (or of one NPZ
+        array), assigned by a hash of each path (index) seeded with ``split_seed``.
+      train_split, validation_split, test_split: TFDS split strings
+        (``"train[:90%]"``), or the NPZ arrays of each split.
+      image_key: the TFDS image feature or NPZ array (None: the only one).
     """
 
     name: str
@@ -293,13 +314,29 @@ class DataConfig:
     max_examples: int | None = None
     shuffle_buffer: int = 10_000
     cache: bool | str = True
+    image_size: tuple[int, int] | None = None
+    channels: int | None = None
+    resize: bool = True
+    crop: str = "center"
+    pixels: str | None = None
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int = 0
+    train_split: str | None = None
+    validation_split: str | None = None
+    test_split: str | None = None
+    image_key: str | None = None
 
     def __post_init__(self):
-        if self.name not in DATASETS:
+        from tf_asvae import sources
+
+        source = sources.parse_source(self.name)  # ValueError for a bad prefix
+        if source is None and self.name not in DATASETS:
             raise ValueError(
-                f"Unknown data set name. Accepted: {sorted(DATASETS)}. "
+                f"Unknown data set name. Accepted: {sorted(DATASETS)}, or a source "
+                "folder:PATH, tfds:NAME[/CONFIG], npz:PATH. "
                 f"Received: name={self.name!r}"
             )
+        self._check_source_fields(source)
         if not _is_int(self.batch_size) or self.batch_size <= 0:
             raise ValueError(
                 f"batch_size must be a positive integer. Received: batch_size={self.batch_size!r}"
@@ -321,8 +358,17 @@ class DataConfig:
                 f"binarize must be one of {list(BINARIZE_MODES)}. "
                 f"Received: binarize={self.binarize!r}"
             )
-        spec = DATASETS[self.name]
-        if self.binarize == "dynamic" and spec.pixels != "intensity":
+        if source is not None:
+            if self.binarize == "dynamic" and self.pixels != "intensity":
+                raise ValueError(
+                    "binarize='dynamic' applies to grey-level pixels: declare them with "
+                    f"pixels='intensity' (--pixels intensity) for {self.name!r}. "
+                    f"Received: binarize={self.binarize!r}, pixels={self.pixels!r}"
+                )
+            spec = None
+        else:
+            spec = DATASETS[self.name]
+        if spec is not None and self.binarize == "dynamic" and spec.pixels != "intensity":
             accepted = sorted(n for n, s in DATASETS.items() if s.pixels == "intensity")
             raise ValueError(
                 f"binarize='dynamic' applies to grey-level data sets only ({accepted}); "
@@ -353,13 +399,94 @@ class DataConfig:
                 f"Received: cache={self.cache!r}"
             )
 
+    def _check_source_fields(self, source) -> None:
+        """Validates (and normalises) the fields of folder/tfds/npz sources."""
+        if self.image_size is not None:
+            size = self.image_size
+            if (not isinstance(size, (tuple, list)) or len(size) != 2
+                    or not all(_is_int(v) and v > 0 for v in size)):
+                raise ValueError("image_size must be None or (height, width) of positive "
+                                 f"integers. Received: image_size={size!r}")
+            object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
+        if self.channels is not None and self.channels not in (1, 3):
+            raise ValueError(f"channels must be None, 1 or 3. Received: channels={self.channels!r}")
+        if not isinstance(self.resize, bool):
+            raise ValueError(f"resize must be a bool. Received: resize={self.resize!r}")
+        if self.crop not in CROP_MODES:
+            raise ValueError(f"crop must be one of {list(CROP_MODES)}. "
+                             f"Received: crop={self.crop!r}")
+        if self.pixels is not None and self.pixels not in PIXEL_KINDS:
+            raise ValueError(f"pixels must be None or one of {list(PIXEL_KINDS)}. "
+                             f"Received: pixels={self.pixels!r}")
+        fractions = self.split_fractions
+        ok = (isinstance(fractions, (tuple, list)) and len(fractions) == 3
+              and all(isinstance(f, (int, float)) and not isinstance(f, bool) and f >= 0
+                      for f in fractions))
+        if not ok or fractions[0] <= 0 or abs(sum(fractions) - 1.0) > 1e-6:
+            raise ValueError("split_fractions must be three numbers >= 0 (train > 0) for "
+                             "train, validation and test that sum to 1. "
+                             f"Received: split_fractions={fractions!r}")
+        object.__setattr__(self, "split_fractions", tuple(float(f) for f in fractions))
+        if not _is_int(self.split_seed) or self.split_seed < 0:
+            raise ValueError(f"split_seed must be an integer >= 0. "
+                             f"Received: split_seed={self.split_seed!r}")
+        for key in ("train_split", "validation_split", "test_split", "image_key"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{key} must be None or a non-empty string. "
+                                 f"Received: {key}={value!r}")
+        if source is None:
+            changed = [f.name for f in dataclasses.fields(self)
+                       if f.name in _SOURCE_FIELDS and getattr(self, f.name) != f.default]
+            if changed:
+                raise ValueError(
+                    f"{changed} apply to folder:, tfds: and npz: sources; the registered "
+                    f"data set {self.name!r} has a fixed shape and splits (for "
+                    f"another size use e.g. name='tfds:{self.spec.tfds_name or self.name}'). "
+                    f"Received: { {k: getattr(self, k) for k in changed} }")
+        elif source[0] == "folder" and any(getattr(self, k) is not None for k in
+                                           ("train_split", "validation_split", "test_split",
+                                            "image_key")):
+            raise ValueError(
+                "train_split, validation_split, test_split and image_key apply to tfds: and "
+                f"npz: sources; folders are split by split_fractions. Received: name="
+                f"{self.name!r}")
+
+    @property
+    def source(self):
+        """``(kind, argument)`` of a folder/tfds/npz source, None for a registered name."""
+        from tf_asvae import sources
+
+        return sources.parse_source(self.name)
+
     @property
     def spec(self) -> DatasetSpec:
-        return DATASETS[self.name]
+        """The data set's description; for a source this reads it (headers of files,
+        TFDS metadata; cached) and raises :class:`DataError` on bad data."""
+        if self.name in DATASETS:
+            return DATASETS[self.name]
+        from tf_asvae import sources
+
+        info = sources.describe(self)
+        return DatasetSpec(tfds_name=None, image_shape=tuple(info.image_shape),
+                           splits=dict(info.items), num_examples=dict(info.num_examples),
+                           pixels=info.pixels, source=info)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict (``from_dict(to_dict())`` round-trips)."""
-        return dataclasses.asdict(self)
+        """Plain JSON-serialisable dict (``from_dict(to_dict())`` round-trips).
+
+        A registered data set's dict leaves out the source-only fields (always at their
+        defaults), so it is the same as before sources existed and older runs'
+        ``config.json`` files still match (resume, relaunch)."""
+        out = dataclasses.asdict(self)
+        if self.name in DATASETS:
+            for key in _SOURCE_FIELDS:
+                out.pop(key)
+            return out
+        for key in ("image_size", "split_fractions"):
+            if out[key] is not None:
+                out[key] = list(out[key])
+        return out
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> "DataConfig":
@@ -700,7 +827,7 @@ def per_replica_batch_size(global_batch_size: int, num_replicas: int) -> int:
 def num_examples(config: DataConfig, split: str) -> int:
     """Examples in ``split`` after ``max_examples``."""
     _check_split(split)
-    n = config.spec.num_examples[split]
+    n = config.spec.num_examples[split]  # a source is described here (DataError)
     return n if config.max_examples is None else min(n, config.max_examples)
 
 
@@ -771,30 +898,40 @@ def load_split(
     noise_seed = _derive_seed(config.seed, pipeline_id, split_index, 3)
     eval_noise_seed = _derive_seed(config.seed, split_index, 4)
 
-    if spec.tfds_name is None:
+    if spec.source is not None:
+        from tf_asvae import sources
+
+        raw = sources.raw_dataset(config, split, shuffle_files=training, seed=file_seed,
+                                  limit=config.max_examples, shard=(num_pipelines, pipeline_id))
+    elif spec.tfds_name is None:
         raw = tf.data.Dataset.from_tensor_slices(
             _four_points_array(spec.num_examples[split], spec.splits[split])
         )
     else:
         raw = _tfds_images(config, split, shuffle_files=training, seed=file_seed)
     raw = raw.map(lambda x: tf.ensure_shape(x, spec.image_shape))
-    if config.max_examples is not None:
+    if config.max_examples is not None and spec.source is None:
         raw = raw.take(config.max_examples)
-    if num_pipelines > 1:
+    if num_pipelines > 1 and spec.source is None:
         raw = raw.shard(num_pipelines, pipeline_id)
-    if config.cache is True:
+    streamed = spec.source is not None and spec.source.kind == "folder"
+    if config.cache is True and not streamed:
         raw = raw.cache()
-    elif config.cache:
+    elif isinstance(config.cache, str):
         os.makedirs(config.cache, exist_ok=True)
+        tag = config.name if spec.source is None else (
+            f"{spec.source.kind}-{hashlib.sha256(config.to_json().encode()).hexdigest()[:12]}")
         raw = raw.cache(
-            os.path.join(config.cache, f"{config.name}-{split}-{pipeline_id}of{num_pipelines}")
+            os.path.join(config.cache, f"{tag}-{split}-{pipeline_id}of{num_pipelines}")
         )
 
     def pack(images, raw_images):
         return (images, raw_images) if with_raw else images
 
     if training:
-        ds = raw.shuffle(config.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+        # A folder's file names were shuffled whole before decoding (raw_dataset).
+        ds = raw if streamed else raw.shuffle(config.shuffle_buffer, seed=shuffle_seed,
+                                              reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
         ds = ds.batch(batch_size, drop_remainder=True)
@@ -860,11 +997,33 @@ def distributed_dataset(
 # Command line
 
 
+def _dataset_name(text: str) -> str:
+    """argparse type of ``--dataset``: a registered name or a source."""
+    from tf_asvae import sources
+
+    try:
+        source = sources.parse_source(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if source is None and text not in DATASETS:
+        raise argparse.ArgumentTypeError(
+            f"unknown data set {text!r}. Expected one of {sorted(DATASETS)}, or "
+            "folder:PATH (a folder of images), tfds:NAME[/CONFIG] (any TFDS image data "
+            "set) or npz:PATH (an array file)")
+    return text
+
+
 def add_data_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds ``--dataset --batch-size --data-dir --manual-dir --data-seed --binarize
-    --no-dequantize --max-examples --shuffle-buffer --no-cache`` to ``parser``."""
+    --no-dequantize --max-examples --shuffle-buffer --no-cache`` and the options of
+    folder/tfds/npz sources (``--image-size --channels --no-resize --crop --pixels
+    --split-fractions --split-seed --train-split --validation-split --test-split
+    --image-key``) to ``parser``."""
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    group.add_argument("--dataset", default="mnist", type=_dataset_name,
+                       help=f"one of {sorted(DATASETS)}, or your own images: folder:PATH "
+                            "(PNG/JPEG/BMP/GIF, class sub-folders allowed), "
+                            "tfds:NAME[/CONFIG] (any TFDS image data set), npz:PATH")
     group.add_argument("--batch-size", type=int, default=100, help="global batch size")
     group.add_argument("--data-dir", default=None, help="TFDS directory of prepared data")
     group.add_argument(
@@ -878,13 +1037,53 @@ def add_data_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--max-examples", type=int, default=None)
     group.add_argument("--shuffle-buffer", type=int, default=10_000)
     group.add_argument("--no-cache", dest="cache", action="store_false")
+    group.add_argument("--cache-dir", default=None,
+                       help="cache decoded images in files in this folder")
+    group = parser.add_argument_group("your own images (folder:, tfds:, npz: sources)")
+    group.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                       help="size of the images fed to the model (default: the data's own)")
+    group.add_argument("--channels", type=int, default=None, choices=(1, 3),
+                       help="1 (grey) or 3 (RGB); default: 1 if every image is grey")
+    group.add_argument("--no-resize", dest="resize", action="store_false",
+                       help="never scale images (only --crop center may change their size)")
+    group.add_argument("--crop", default="center", choices=list(CROP_MODES),
+                       help="center: keep the aspect ratio and cut out the centre; "
+                            "none: scale to exactly --image-size")
+    group.add_argument("--pixels", default=None, choices=list(PIXEL_KINDS),
+                       help="declare the pixel kind (default: natural 8-bit, or binary "
+                            "when detected; float arrays: intensity)")
+    group.add_argument("--split-fractions", type=float, nargs=3, default=[0.8, 0.1, 0.1],
+                       metavar=("TRAIN", "VAL", "TEST"),
+                       help="folder/NPZ split by a seeded hash of each path (index)")
+    group.add_argument("--split-seed", type=int, default=0,
+                       help="seed of the split hash (not the training seed)")
+    group.add_argument("--train-split", default=None,
+                       help="TFDS split (e.g. 'train[:90%%]') or NPZ array of training")
+    group.add_argument("--validation-split", default=None,
+                       help="TFDS split or NPZ array of validation")
+    group.add_argument("--test-split", default=None, help="TFDS split or NPZ array of test")
+    group.add_argument("--image-key", default=None,
+                       help="TFDS image feature or NPZ array (default: the only one)")
     return parser
+
+
+def _absolute_source(name: str) -> str:
+    """``folder:``/``npz:`` paths made absolute (a run relaunched from elsewhere finds
+    them)."""
+    from tf_asvae import sources
+
+    source = sources.parse_source(name)
+    if source is None or source[0] == "tfds":
+        return name
+    return f"{source[0]}:{os.path.abspath(os.path.expanduser(source[1]))}"
 
 
 def data_config_from_flags(args: argparse.Namespace) -> DataConfig:
     """The :class:`DataConfig` of flags added by :func:`add_data_flags`."""
+    get = lambda key, default=None: getattr(args, key, default)  # noqa: E731
+    fractions = get("split_fractions")
     return DataConfig(
-        name=args.dataset,
+        name=_absolute_source(args.dataset),
         batch_size=args.batch_size,
         data_dir=args.data_dir,
         manual_dir=args.manual_dir if args.manual_dir is not None else _env_manual_dir(),
@@ -893,5 +1092,16 @@ def data_config_from_flags(args: argparse.Namespace) -> DataConfig:
         dequantize=args.dequantize,
         max_examples=args.max_examples,
         shuffle_buffer=args.shuffle_buffer,
-        cache=args.cache,
+        cache=get("cache_dir") or args.cache,
+        image_size=None if get("image_size") is None else tuple(get("image_size")),
+        channels=get("channels"),
+        resize=get("resize", True),
+        crop=get("crop", "center"),
+        pixels=get("pixels"),
+        split_fractions=(0.8, 0.1, 0.1) if fractions is None else tuple(fractions),
+        split_seed=get("split_seed", 0),
+        train_split=get("train_split"),
+        validation_split=get("validation_split"),
+        test_split=get("test_split"),
+        image_key=get("image_key"),
     )
