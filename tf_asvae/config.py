@@ -14,7 +14,7 @@ from typing import Any, Mapping, Tuple
 
 MODEL_KINDS = ("vae", "asvae", "asvae_r", "asvae_g", "avb", "avb_ac")
 LIKELIHOODS = ("bernoulli", "gaussian")
-ARCHITECTURES = ("mnist", "cifar10", "imagenet64", "mlp")
+ARCHITECTURES = ("mnist", "cifar10", "imagenet64", "mlp", "conv")
 # Hidden-layer nonlinearities (Keras activation names); the papers use "relu".
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu")
 POSTERIOR_FLOWS = ("none", "planar", "iaf")

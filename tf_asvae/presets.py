@@ -10,7 +10,9 @@ concatenation and an MLP head.  Latent sizes follow the figures' "features" labe
 AVB's toy experiment (four 2x2 binary images, 2-d latent, MLPs of 512 units).
 
 Each preset is a :class:`~tf_asvae.config.ModelConfig` whose ``kind`` is replaced by
-:func:`tf_asvae.build_model`.
+:func:`tf_asvae.build_model`.  The ``conv`` family (:func:`conv_config`) is built for
+any image shape whose sides are multiples of 4, scaled from the MNIST and CIFAR-10
+networks.
 """
 
 from __future__ import annotations
@@ -126,6 +128,86 @@ PRESETS = {
     "synthetic": _SYNTHETIC,
 }
 
+# --------------------------------------------------------------------------------------
+# The "conv" family: any image size, scaled from the paper's MNIST and CIFAR-10 networks
+
+#: Presets built for the data's shape rather than stored (``preset_config(kind, "conv",
+#: image_shape=..., likelihood=...)``).
+PRESET_FAMILIES = ("conv",)
+#: Every name ``preset_config`` accepts.
+PRESET_NAMES = tuple(PRESETS) + PRESET_FAMILIES
+CONV_MIN_SIDE = 8
+CONV_MAX_LEVELS = 6
+CONV_MAX_FILTERS = 256
+
+
+def conv_levels(height: int, width: int) -> int:
+    """Stride-2 levels of the conv family for an ``height x width`` image: the most
+    levels (at least 2) that divide both sides and leave a start of at least 4x4 (else
+    2 levels); ValueError naming buildable sizes when there is none."""
+    h, w = int(height), int(width)
+    if h >= CONV_MIN_SIDE and w >= CONV_MIN_SIDE and h % 4 == 0 and w % 4 == 0:
+        best = 2
+        for d in range(2, CONV_MAX_LEVELS + 1):
+            if h % 2**d == 0 and w % 2**d == 0 and min(h, w) // 2**d >= 4:
+                best = d
+        return best
+
+    def near(v):
+        low = max(CONV_MIN_SIDE, v - v % 4)
+        return sorted({low, low + 4} if low != v else {v})
+
+    options = [f"{a}x{b}" for a in near(h) for b in near(w)]
+    raise ValueError(
+        f"The conv preset family builds images whose height and width are multiples of 4 "
+        f"and at least {CONV_MIN_SIDE} (8, 12, 16, ..., 28, 32, 48, 64, ...): the decoder "
+        f"doubles a start size at least twice. Received: image_shape with {h}x{w}; "
+        f"buildable sizes nearby: {options} (e.g. --image-size {options[-1].replace('x', ' ')}).")
+
+
+def conv_config(image_shape, likelihood: str | None = None, kind: str = "asvae") -> ModelConfig:
+    """The ``conv`` preset for ``image_shape`` = (H, W, C).
+
+    Scaled from AS-VAE's Figures 5-6: ``d`` stride-2 3x3 convolutions (d from
+    :func:`conv_levels`: 2 for 28x28 as the MNIST network, 3 for 32x32 as CIFAR-10,
+    4 for 64x64 ...) with 32, 64, 128, 256, 256, ... filters; colour images add a
+    stride-1 convolution before each stride-2 one (the CIFAR-10 network's extra
+    depth); a 512-unit dense layer to the latent code (64 for grey images, 100 for
+    colour, the papers' sizes); a decoder mirroring the encoder from ``(H/2^d, W/2^d)``;
+    critics with the encoder's strided convolutions (5x5 for colour, as CIFAR-10's),
+    average pooling, 512-unit z and joint MLPs. The likelihood is Bernoulli for grey
+    data unless given (Gaussian for natural 8-bit images). No posterior flow
+    (``flows`` / ``--flow-length`` adds one). For 28x28x1 the networks are the MNIST
+    preset's.
+    """
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) != 3 or shape[2] not in (1, 3) or min(shape) <= 0:
+        raise ValueError("The conv preset family needs image_shape=(height, width, 1 or 3). "
+                         f"Received: image_shape={image_shape!r}.")
+    h, w, c = shape
+    d = conv_levels(h, w)
+    filters = [min(32 * 2**i, CONV_MAX_FILTERS) for i in range(d)]
+    colour = c == 3
+    encoder = []
+    for f in filters:
+        encoder += ([(f, 3, 1)] if colour else []) + [(f, 3, 2)]
+    decoder = []
+    for f in reversed(filters):
+        decoder += [(f, 3, 2)] + ([(f, 3, 1)] if colour else [])
+    if likelihood is None:
+        likelihood = "gaussian" if colour else "bernoulli"
+    return ModelConfig(
+        kind=kind, preset="conv", image_shape=shape, latent_dim=100 if colour else 64,
+        likelihood=likelihood,
+        network=NetworkConfig(
+            architecture="conv", encoder_conv=tuple(encoder), encoder_mlp=(512,),
+            decoder_mlp=(512,), decoder_start=(h // 2**d, w // 2**d, filters[-1]),
+            decoder_deconv=tuple(decoder),
+            disc_x_conv=tuple((f, 5 if colour else 3, 2) for f in filters),
+            disc_z_mlp=(512,), disc_joint_mlp=(512, 512)),
+        flows=FlowConfig(), objective=ObjectiveConfig())
+
+
 # Which sub-config owns each shorthand override accepted by ``preset_config``.
 _OWNER = {}
 for _key, _cls in (("network", NetworkConfig), ("flows", FlowConfig),
@@ -143,11 +225,17 @@ def preset_config(kind: str, preset: str, **overrides) -> ModelConfig:
     AVB kinds use a black-box encoder, so the preset's posterior flow is dropped
     for them unless ``flows`` is given explicitly.
     """
-    if preset not in PRESETS:
+    if preset not in PRESET_NAMES:
         raise ValueError(
-            f"Unknown preset: Received: preset={preset!r}. Expected one of {tuple(PRESETS)}."
+            f"Unknown preset: Received: preset={preset!r}. Expected one of {PRESET_NAMES}."
         )
-    base = PRESETS[preset]
+    if preset == "conv":
+        if "image_shape" not in overrides:
+            raise ValueError("The conv preset family is built for an image shape: pass "
+                             "image_shape=(height, width, channels).")
+        base = conv_config(overrides["image_shape"], overrides.get("likelihood"), kind)
+    else:
+        base = PRESETS[preset]
     top = {f.name for f in dataclasses.fields(ModelConfig)}
     changes: dict = {"kind": kind}
     nested: dict = {}
