@@ -22,6 +22,7 @@ setup(
         "numpy>=1.26,<3",
         "scipy>=1.11",
         "pillow>=10",
+        "pyyaml>=6",
         "matplotlib>=3.8",
     ],
     extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
