@@ -56,7 +56,8 @@ from tf_asvae.config import (MIXED_PRECISION, MODEL_KINDS, STABILIZERS, STRATEGI
                              ModelConfig, parse_network_overrides,
                              parse_objective_overrides,
                              TrainConfig)
-from tf_asvae.presets import PRESETS, preset_config
+from tf_asvae import runfile
+from tf_asvae.presets import PRESET_NAMES, PRESETS, preset_config
 
 __all__ = ["DATASET_PRESETS", "DEFAULT_FLOW_LENGTH", "RunSpec", "TrainResult",
            "build_parser", "check_run_dir", "main", "parse", "spec_from_args", "train"]
@@ -146,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
         prog="asvae-train",
+        epilog=("Run files: --config run.yaml (or .json) holds any of these options by "
+                "their long names (batch-size: 32); flags on the command line override "
+                "it. A run directory's config.json is a run file that relaunches (or "
+                "resumes) that run."),
         description=(
             "Train AS-VAE, AVB or a VAE with fit(): progress bar, TensorBoard logs and "
             "image grids, best checkpoint and early stopping on the validation "
@@ -160,9 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="asvae", choices=MODEL_KINDS,
                        help="model kind")
-    group.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                       help="architecture preset (default: the data set's; "
-                            f"{DATASET_PRESETS})")
+    group.add_argument("--preset", default=None, choices=sorted(PRESET_NAMES),
+                       help="architecture preset (default: the data set's, "
+                            f"{DATASET_PRESETS}; 'conv' for folder:, tfds: and npz: "
+                            "sources: scaled from the paper's networks to any size whose "
+                            "sides are multiples of 4)")
     group.add_argument("--latent-dim", type=int, default=None,
                        help="latent size (default: the preset's, 64 for MNIST)")
     group.add_argument("--flow-length", type=int, default=None,
@@ -226,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write the image grids as PNG files in RUN/images/")
 
     group = parser.add_argument_group("outputs")
+    group.add_argument(runfile.CONFIG_OPTION, default=None, metavar="RUN_FILE",
+                       help="YAML or JSON file of options (or RUN/config.json); flags "
+                            "given here override it")
     group.add_argument("--run-name", default=None,
                        help="name of the run (default: <model>_<dataset>)")
     group.add_argument("--run-dir", default=None, help="run directory (default: runs/<run-name>)")
@@ -245,17 +255,27 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if args.model not in MODEL_KINDS:
         raise ValueError(f"Unknown model: Received: model={args.model!r}. "
                          f"Expected one of {MODEL_KINDS}.")
-    if args.dataset not in D.DATASETS:
+    if args.dataset not in D.DATASETS and not D.sources.is_source(args.dataset):
         raise ValueError(f"Unknown dataset: Received: dataset={args.dataset!r}. "
-                         f"Expected one of {tuple(sorted(D.DATASETS))}.")
+                         f"Expected one of {tuple(sorted(D.DATASETS))} or folder:PATH, "
+                         "tfds:NAME, npz:PATH.")
     if not isinstance(args.seed, int) or args.seed < 0:
         raise ValueError(f"seed must be an integer >= 0. Received: seed={args.seed!r}.")
-    preset = args.preset or DATASET_PRESETS[args.dataset]
-    if preset not in PRESETS:
+    data_args = argparse.Namespace(**vars(args))
+    if data_args.data_seed is None:
+        data_args.data_seed = args.seed
+    data = D.data_config_from_flags(data_args)
+    # A folder/tfds/npz source is described here: a bad one fails before any work.
+    preset = args.preset or DATASET_PRESETS.get(args.dataset, "conv")
+    if preset not in PRESET_NAMES:
         raise ValueError(f"Unknown preset: Received: preset={preset!r}. "
-                         f"Expected one of {tuple(PRESETS)}.")
-    data_shape = tuple(D.DATASETS[args.dataset].image_shape)
-    if tuple(PRESETS[preset].image_shape) != data_shape:
+                         f"Expected one of {PRESET_NAMES}.")
+    data_shape = tuple(data.spec.image_shape)
+    family: dict[str, Any] = {}
+    if preset == "conv":
+        family = dict(image_shape=data_shape, likelihood=(
+            "gaussian" if data.spec.pixels == "natural" else "bernoulli"))
+    elif tuple(PRESETS[preset].image_shape) != data_shape:
         fitting = [p for p, c in PRESETS.items() if tuple(c.image_shape) == data_shape]
         raise ValueError(
             f"preset={preset!r} is for {tuple(PRESETS[preset].image_shape)} images but "
@@ -266,7 +286,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         overrides["latent_dim"] = args.latent_dim
     avb = args.model.startswith("avb")
     flow_length = args.flow_length
-    if flow_length is None and not avb and PRESETS[preset].flows.posterior_flow == "planar":
+    base_flow = PRESETS[preset].flows.posterior_flow if preset in PRESETS else "none"
+    if flow_length is None and not avb and base_flow == "planar":
         flow_length = DEFAULT_FLOW_LENGTH
     if flow_length is not None:
         if not isinstance(flow_length, int) or flow_length < 0:
@@ -277,7 +298,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
                 f"model={args.model!r} has a black-box (noise-input) encoder without a "
                 f"posterior flow. Received: flow_length={flow_length}; expected 0 or none.")
         if not avb:
-            kind = PRESETS[preset].flows.posterior_flow
+            kind = base_flow
             overrides["posterior_flow"] = ("none" if flow_length == 0
                                            else ("planar" if kind == "none" else kind))
             overrides["posterior_flow_length"] = flow_length
@@ -285,12 +306,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     objective.update(parse_network_overrides(args.network))
     if args.stabilizer is not None:
         objective["stabilizer"] = args.stabilizer
-    model = preset_config(args.model, preset, **overrides, **objective)
-
-    data_args = argparse.Namespace(**vars(args))
-    if data_args.data_seed is None:
-        data_args.data_seed = args.seed
-    data = D.data_config_from_flags(data_args)
+    model = preset_config(args.model, preset, **family, **overrides, **objective)
 
     training = TrainConfig(
         epochs=args.epochs,
@@ -322,7 +338,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
             "The global batch size must be divisible by the number of devices. "
             f"Received: batch_size={data.batch_size}, num_devices={training.num_devices}.")
 
-    run_name = args.run_name or f"{args.model}_{args.dataset}"
+    run_name = args.run_name or (
+        os.path.basename(os.path.abspath(args.run_dir)) if args.run_dir else
+        f"{args.model}_{D.sources.run_name_part(args.dataset)}")
     if not run_name or os.sep in run_name or run_name in (".", ".."):
         raise ValueError(f"run_name must be a plain file name. Received: run_name={run_name!r}.")
     run_dir = args.run_dir or os.path.join("runs", run_name)
@@ -340,7 +358,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 def parse(argv=None) -> RunSpec:
     """Command-line arguments -> :class:`RunSpec` (ValueError on a bad value;
     argparse's own errors, such as an unknown choice, exit with status 2)."""
-    return spec_from_args(build_parser().parse_args(argv))
+    return spec_from_args(runfile.parse_args_with_config(build_parser(), argv))
 
 
 # --------------------------------------------------------------------------------------
@@ -722,6 +740,7 @@ def _fit_and_finish(spec, state, model, out_dir, train_ds, val_ds, steps, val_st
         if spec.verbose:
             print(f"Training {spec.model.kind} ({spec.model.preset} preset) on "
                   f"{spec.data.name} into {os.path.abspath(spec.run_dir)}")
+        _report_source(spec, out_dir, callbacks, chief)
         try:
             model.fit(train_ds, epochs=training.epochs, steps_per_epoch=steps,
                       validation_data=val_ds, validation_steps=val_steps,
@@ -746,6 +765,44 @@ def _fit_and_finish(spec, state, model, out_dir, train_ds, val_ds, steps, val_st
             print(f"Exported SavedModel: {os.path.abspath(export_path)}")
     return TrainResult(status, spec.run_dir, history, initial_epoch,
                        export_path if chief else None, model)
+
+
+DATA_FILE = "data.json"
+
+
+class _SkippedFiles(keras.callbacks.Callback):
+    """Adds ``skipped_files`` (corrupt files of a folder source) to each epoch's logs,
+    and so to ``history.json``."""
+
+    def __init__(self, count: int):
+        super().__init__()
+        self.count = count
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["skipped_files"] = float(self.count)
+
+
+def _report_source(spec: RunSpec, out_dir: str, callbacks: list, chief: bool) -> None:
+    """For a folder/tfds/npz source: prints its conversions and skipped files, writes
+    ``RUN/data.json`` and records the skipped-file count in history.json."""
+    info = spec.data.spec.source
+    if info is None:
+        return
+    if spec.verbose:
+        print(f"Data: {info.kind} {info.location}: {dict(info.num_examples)} images of "
+              f"{tuple(info.image_shape)}, {info.pixels} pixels")
+        for note in info.notes:
+            print(f"Data: {note}")
+    if info.skipped:
+        print(f"Data: skipped {len(info.skipped)} unreadable files: "
+              + ", ".join(f"{f} ({r})" for f, r in info.skipped[:10])
+              + (" ..." if len(info.skipped) > 10 else ""), file=sys.stderr)
+    if chief:
+        cbs.write_json_atomic(os.path.join(out_dir, DATA_FILE), info.summary())
+    at = next((i for i, c in enumerate(callbacks) if isinstance(c, cbs.HistoryWriter)),
+              len(callbacks))
+    callbacks.insert(at, _SkippedFiles(len(info.skipped)))
 
 
 def _diverged_message(error, spec: RunSpec) -> str:
@@ -773,8 +830,8 @@ def _diverged_message(error, spec: RunSpec) -> str:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = runfile.parse_args_with_config(parser, argv)  # --config FILE, then flags
         spec = spec_from_args(args)
         train(spec)
     except ValueError as e:  # includes tf_asvae.data.DataError
