@@ -185,7 +185,7 @@ def test_divergence_stops_and_keeps_the_last_good_state(tmp_path, mnist, backup_
     assert json.loads((run / "history.json").read_text())["epoch"] == [0]
     model = keras.saving.load_model(run / T.BEST_FILE)
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
-    model.load_weights(run / "backup" / "latest.weights.h5")
+    model.load_weights(cbs.backup_weights_path(run / "backup"))
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
     # Re-running resumes from the last good backup (and without the poison finishes).
     resumed = T.train(T.parse(argv))

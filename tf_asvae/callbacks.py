@@ -34,11 +34,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from tf_asvae import io as tio
 
 __all__ = ["MONITOR", "HistoryWriter", "ImageGrid", "NonFiniteLossError", "ResumeBestState",
            "RunBackup", "SaveModel", "TerminateOnNonFinite", "backup_epoch", "image_grid",
@@ -50,19 +52,9 @@ MONITOR = "val_reconstruction"
 
 def write_json_atomic(path, data) -> None:
     """Writes ``data`` as JSON to ``path`` through a temporary file and a rename, so a
-    reader (or an interruption) never sees a half-written file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    reader (or an interruption) never sees a half-written file
+    (:func:`tf_asvae.io.write_json_atomic`)."""
+    tio.write_json_atomic(path, data)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -123,14 +115,73 @@ class TerminateOnNonFinite(keras.callbacks.Callback):
             self._fail("at the end of the epoch", bad)
 
 
+#: Files of a :class:`RunBackup` directory: the metadata names the newest weights file
+#: and the one before it (``"previous"``), each written whole before the metadata.
+BACKUP_METADATA = "training_metadata.json"
+
+
+class BackupDamagedError(ValueError):
+    """A backup directory exists but none of its weights files can be loaded."""
+
+
+def _backup_weights_name(generation: int) -> str:
+    return f"weights-{generation:06d}.weights.h5"
+
+
+def _read_backup_metadata(backup_dir):
+    path = os.path.join(os.fspath(backup_dir), BACKUP_METADATA)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+        int(meta["epoch"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BackupDamagedError(
+            f"The backup metadata {path!r} is damaged ({type(e).__name__}: {e}). Delete "
+            f"{os.path.dirname(path)!r} to restart the run from its first epoch.") from None
+    return meta
+
+
+def restorable_backup(backup_dir):
+    """The newest backup in ``backup_dir`` whose weights load: ``{"epoch", "batch",
+    "weights" (path), "notes" (why newer ones were skipped)}``, or None without a
+    backup.  Raises :class:`BackupDamagedError` naming every file when none loads."""
+    backup_dir = os.fspath(backup_dir)
+    meta = _read_backup_metadata(backup_dir)
+    if meta is None:
+        return None
+    if "weights" in meta:
+        candidates = [meta] + ([meta["previous"]] if meta.get("previous") else [])
+    else:  # written by Keras' own BackupAndRestore
+        candidates = [dict(meta, weights="latest.weights.h5")]
+    notes = []
+    for entry in candidates:
+        path = os.path.join(backup_dir, entry["weights"])
+        problem = tio.weights_file_problem(path)
+        if problem is None:
+            return {"epoch": int(entry["epoch"]), "batch": int(entry.get("batch", 0)),
+                    "weights": path, "notes": notes}
+        notes.append(f"{path} (the backup after epoch {int(entry['epoch']) - 1}) cannot be "
+                     f"loaded: {problem}")
+    raise BackupDamagedError(
+        "No backup in " + repr(backup_dir) + " can be loaded: " + "; ".join(notes)
+        + f". Delete {backup_dir!r} to restart the run from its first epoch.")
+
+
+def backup_weights_path(backup_dir) -> str | None:
+    """The weights file a :class:`RunBackup` in ``backup_dir`` restores (None without a
+    backup)."""
+    state = restorable_backup(backup_dir)
+    return None if state is None else state["weights"]
+
+
 def backup_epoch(backup_dir) -> int:
     """The epoch a :class:`RunBackup` in ``backup_dir`` resumes at (0 without one).
-    Training restarts that epoch from its first batch."""
-    path = os.path.join(os.fspath(backup_dir), "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f)["epoch"])
+    Training restarts that epoch from its first batch.  A backup whose newest weights
+    are damaged resumes from the one before (see :func:`restorable_backup`)."""
+    state = restorable_backup(backup_dir)
+    return 0 if state is None else state["epoch"]
 
 
 def _initial_epoch(model) -> int:
@@ -224,8 +275,9 @@ class ImageGrid(keras.callbacks.Callback):
             os.makedirs(self.png_dir, exist_ok=True)
             for name, grid in grids.items():
                 png = tf.io.encode_png(tf.cast(tf.round(grid * 255.0), tf.uint8))
-                tf.io.write_file(
-                    os.path.join(self.png_dir, f"epoch_{epoch + 1:04d}_{name}.png"), png)
+                tio.write_bytes_atomic(
+                    os.path.join(self.png_dir, f"epoch_{epoch + 1:04d}_{name}.png"),
+                    png.numpy())
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
@@ -303,11 +355,22 @@ def reconstruction_early_stopping(patience=3, min_delta=0.0, restore_best_weight
 
 
 def read_history(path) -> dict:
-    """``history.json`` as ``{"epoch": [...], metric: [...]}`` (empty if absent)."""
+    """``history.json`` as ``{"epoch": [...], metric: [...]}`` (empty if absent).
+    Raises ValueError naming the file if it is not a history."""
     if not os.path.exists(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            history = json.load(f)
+        if not isinstance(history, dict) or not isinstance(history.get("epoch", []), list):
+            raise ValueError(f"expected a JSON object with an 'epoch' list, got "
+                             f"{type(history).__name__}")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(
+            f"The history file {os.fspath(path)!r} is damaged ({type(e).__name__}: {e}). "
+            "It is written atomically by this package, so something else changed it; "
+            "restore it or choose another --run-dir.") from None
+    return history
 
 
 class HistoryWriter(keras.callbacks.Callback):
@@ -361,6 +424,7 @@ class ResumeBestState(keras.callbacks.Callback):
         self.monitor = monitor
         self.resumed_from = 0
         self.stopped_before = False
+        self.damaged_best = None
 
     def on_train_begin(self, logs=None):
         start = self.resumed_from = _initial_epoch(self.model)
@@ -389,6 +453,11 @@ class ResumeBestState(keras.callbacks.Callback):
         if es is None:
             return
         es.best, es.best_epoch, es.wait = best, best_epoch, wait
+        if self.best_path and os.path.exists(self.best_path):
+            problem = tio.keras_file_problem(self.best_path)
+            if problem is not None:
+                self._restart_best(problem, cp, es)
+                return
         if es.restore_best_weights and self.best_path and os.path.exists(self.best_path):
             best_model = keras.saving.load_model(self.best_path, compile=False)
             es.best_weights = best_model.get_weights()
@@ -400,9 +469,44 @@ class ResumeBestState(keras.callbacks.Callback):
             self.model._initial_epoch = self.params["epochs"]
 
 
+    def _restart_best(self, problem, checkpoint, early_stopping):
+        """A damaged best checkpoint: moved aside, and best-model tracking restarts at
+        the resumed epoch (whose end writes a new one)."""
+        aside = self.best_path + ".damaged"
+        os.replace(self.best_path, aside)
+        self.damaged_best = aside
+        print(f"Warning: the best checkpoint {self.best_path!r} cannot be loaded: {problem}. "
+              f"Moved it to {aside!r}; the best checkpoint restarts from epoch "
+              f"{self.resumed_from} (the backup holds the weights to resume from).",
+              file=sys.stderr)
+        if checkpoint is not None:
+            checkpoint.best = None
+        if early_stopping is not None:
+            early_stopping.best = None
+            early_stopping.best_epoch = 0
+            early_stopping.wait = 0
+            early_stopping.best_weights = None
+
+
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint(save_best_only=True)`` whose file is written through a
+    temporary name and a rename: a kill while the new best model is saved leaves the
+    previous best checkpoint whole."""
+
+    def __init__(self, filepath, monitor=MONITOR, mode="min", min_delta=0.0, verbose=0):
+        super().__init__(filepath, monitor=monitor, mode=mode, save_best_only=True,
+                         verbose=verbose)
+        self.min_delta = abs(min_delta)
+
+    def _save_model(self, epoch, batch, logs):
+        filepath = self._get_file_path(epoch, batch, logs)
+        if self._should_save_model(epoch, batch, logs, filepath):
+            tio.save_model_atomic(self.model, filepath)
+
+
 class RunBackup(keras.callbacks.BackupAndRestore):
     """``BackupAndRestore`` whose restoring and saving halves sit at the two ends of
-    the callback list.
+    the callback list, and whose backups survive a kill at any moment.
 
     Put this callback *first* (its ``on_train_begin`` restores the weights, both
     optimizers and the epoch before any other callback looks at them) and
@@ -411,6 +515,13 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     never behind the backup).  The backup is kept at the end of training
     (``delete_checkpoint=False``): the training program deletes it once the run's
     outputs are complete.
+
+    Each backup writes a new weights file ``weights-<n>.weights.h5`` (through a
+    temporary name), then ``training_metadata.json`` naming it and the backup before it
+    (also atomically: this rename is the commit), then removes older weights files.  A
+    kill at any point leaves the last committed backup loadable; a restore that finds
+    the newest weights damaged (a disk error, a copy cut short) says so and resumes
+    from the one before.
 
     Args:
       backup_dir: where backups are written.
@@ -423,18 +534,52 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False)
         self.restore_dir = os.fspath(restore_dir) if restore_dir is not None else None
         self.saver = _BackupSaver(self)
+        self.restored = None
 
     def on_train_begin(self, logs=None):
-        if self.restore_dir is None:
-            return super().on_train_begin(logs)
-        write = (self._weights_path, self._training_metadata_path)
-        self._weights_path = os.path.join(self.restore_dir, os.path.basename(write[0]))
-        self._training_metadata_path = os.path.join(self.restore_dir,
-                                                    os.path.basename(write[1]))
+        self._load_model()
+
+    def _load_model(self):
+        if not self.model.built:
+            raise ValueError("RunBackup needs a built model before fit(). "
+                             f"Received: an unbuilt {type(self.model).__name__}.")
+        state = restorable_backup(self.restore_dir or self.backup_dir)
+        self.restored = state
+        if state is None:
+            return
+        for note in state["notes"]:
+            print(f"Warning: {note}; resuming from {state['weights']} (epoch "
+                  f"{state['epoch']}).", file=sys.stderr)
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(state["weights"])
+        self.model._initial_epoch = self._current_epoch = state["epoch"]
+
+    def _save_model(self):
+        folder = self.backup_dir
+        os.makedirs(folder, exist_ok=True)
         try:
-            super().on_train_begin(logs)
-        finally:
-            self._weights_path, self._training_metadata_path = write
+            meta = _read_backup_metadata(folder) or {}
+        except BackupDamagedError:
+            meta = {}
+        generation = int(meta.get("generation", 0)) + 1
+        name = _backup_weights_name(generation)
+        tio.save_weights_atomic(self.model, os.path.join(folder, name))
+        previous = None
+        if "weights" in meta and os.path.exists(os.path.join(folder, meta["weights"])):
+            previous = {k: meta[k] for k in ("epoch", "batch", "generation", "weights")
+                        if k in meta}
+        tio.write_json_atomic(os.path.join(folder, BACKUP_METADATA), {
+            "epoch": self._current_epoch, "batch": self._last_batch_seen,
+            "generation": generation, "weights": name, "previous": previous})
+        keep = {name, previous["weights"] if previous else None}
+        for old in os.listdir(folder):
+            if old.endswith(".weights.h5") and old not in keep \
+                    and not old.startswith(tio.TMP_PREFIX):
+                try:
+                    os.remove(os.path.join(folder, old))
+                except OSError:
+                    pass
 
     # Saving happens in ``self.saver``.
     def on_epoch_end(self, epoch, logs=None):
@@ -482,7 +627,4 @@ class SaveModel(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         check_finite_weights(self.model, f"before saving {self.path}")
-        folder, name = os.path.split(os.path.abspath(self.path))
-        tmp = os.path.join(folder, f".partial-{name}")
-        self.model.save(tmp, overwrite=True)
-        os.replace(tmp, self.path)
+        tio.save_model_atomic(self.model, self.path)
