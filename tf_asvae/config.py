@@ -29,10 +29,12 @@ def _check_choice(name: str, value: Any, choices) -> None:
 
 def _check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and (value >= 0 if allow_zero else value > 0)
+    # NaN fails both comparisons; inf (an infinite learning rate or temperature) is
+    # refused as well.
+    ok = ok and (value >= 0 if allow_zero else value > 0) and value != float("inf")
     if not ok:
         bound = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"{name} must be {bound} number. Received: {name}={value!r}.")
+        raise ValueError(f"{name} must be {bound} finite number. Received: {name}={value!r}.")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

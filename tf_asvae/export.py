@@ -72,6 +72,8 @@ import json
 import os
 import platform
 import shutil
+import socket
+import time
 import uuid
 
 import keras
@@ -82,12 +84,14 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from tf_asvae import __version__
 from tf_asvae import distributions as dists
+from tf_asvae import io as _tio
 from tf_asvae.evaluation.likelihood import (LogLikelihoodEstimate,
                                             importance_sampled_log_likelihood)
+from tf_asvae.models.base import MAX_OUTPUT_ELEMENTS as _MAX_OUTPUT_ELEMENTS
 from tf_asvae.models.base import BaseModel
 
 __all__ = ["ExportedModel", "SIGNATURES", "export_saved_model", "latest_version",
-           "load_exported"]
+           "load_exported", "remove_stale_temporaries"]
 
 SIGNATURES = ("encode", "decode", "sample", "reconstruct", "log_likelihood")
 METADATA_FILE = "metadata.json"
@@ -192,7 +196,7 @@ class _ServingModule(tf.Module):
                                     [f"{name}: `z` must be finite."])
         return _after([check], z)
 
-    def _scalar(self, value, name, arg, minimum=None):
+    def _scalar(self, value, name, arg, minimum=None, maximum=None):
         value = _check_shape(value, [], f"{name}: `{arg}` must be a scalar "
                                         f"({value.dtype.name}).")
         # A scalar again for the graph, through ops valid for any input shape: TF may
@@ -204,7 +208,13 @@ class _ServingModule(tf.Module):
         check = tf.debugging.Assert(
             value >= minimum,
             [f"{name}: `{arg}` must be an integer >= {minimum}. Received:", value])
-        return _after([check], value)
+        checks = [check]
+        if maximum is not None:
+            checks.append(tf.debugging.Assert(
+                value <= maximum,
+                [f"{name}: `{arg}` must be at most {maximum} per call (about 1 GiB of "
+                 "output; call repeatedly for more). Received:", value]))
+        return _after(checks, value)
 
     # ------------------------------------------------------------------ signatures
     def _encode(self, images, seed):
@@ -228,7 +238,8 @@ class _ServingModule(tf.Module):
         return self._decoder_outputs(self._codes(z, "decode"))
 
     def _sample(self, num_images, seed):
-        n = self._scalar(num_images, "sample", "num_images", minimum=1)
+        n = self._scalar(num_images, "sample", "num_images", minimum=1,
+                         maximum=self._model.max_images_per_call())
         z = self._model._prior_codes(n, self._scalar(seed, "sample", "seed"))
         return {"images": self._model.decode(z), "z": z}
 
@@ -321,6 +332,71 @@ def latest_version(export_dir):
     return found[-1] if found else None
 
 
+def _owner_tag():
+    """``<pid>-<random>-<host>``: the part of a temporary's name that says who made it."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}-{socket.gethostname()}"
+
+
+def _owner_alive(tag):
+    """Whether the exporter that named a temporary ``tag`` may still be running: True
+    for a process on another host or one that is alive here; None for names of an
+    unknown form (made by an older version)."""
+    pid, sep, rest = tag.partition("-")
+    _, sep2, host = rest.partition("-")
+    if not (sep and sep2 and pid.isdigit()):
+        return None
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# Temporaries of an unknown owner (older versions named them .tmp-<hex>) are removed
+# once they are this old: no export takes an hour to write.
+_STALE_SECONDS = 3600
+
+
+def remove_stale_temporaries(export_dir):
+    """Removes what killed exports left in ``export_dir``: ``.tmp-*`` directories whose
+    exporter is no longer running (on this host), and ``.old-<version>-*`` copies of an
+    overwritten version, which are moved back where the kill left the version missing.
+    Returns the names removed or restored."""
+    export_dir = os.fspath(export_dir)
+    if not os.path.isdir(export_dir):
+        return []
+    done = []
+    for name in sorted(os.listdir(export_dir)):
+        path = os.path.join(export_dir, name)
+        if not os.path.isdir(path):
+            continue
+        if name.startswith(_TMP_PREFIX):
+            alive = _owner_alive(name[len(_TMP_PREFIX):])
+            if alive is None:
+                try:
+                    alive = time.time() - os.path.getmtime(path) < _STALE_SECONDS
+                except OSError:
+                    continue
+            if not alive:
+                shutil.rmtree(path, ignore_errors=True)
+                done.append(name)
+        elif name.startswith(_OLD_PREFIX):
+            version, sep, tag = name[len(_OLD_PREFIX):].partition("-")
+            if not (sep and version.isdigit()) or _owner_alive(tag) is not False:
+                continue
+            final = os.path.join(export_dir, version)
+            if os.path.exists(final):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.rename(path, final)
+            done.append(name)
+    return done
+
+
 def _commit(tmp, export_dir, version, overwrite, prepare):
     """Renames the finished ``tmp`` into place after ``prepare(version)`` (which
     writes the metadata naming it); returns the version directory."""
@@ -353,7 +429,7 @@ def _commit(tmp, export_dir, version, overwrite, prepare):
     if not overwrite:
         raise FileExistsError(f"Version {version} already exists in {export_dir!r}; pass "
                               "overwrite=True to replace it.")
-    old = os.path.join(export_dir, f"{_OLD_PREFIX}{uuid.uuid4().hex}")
+    old = os.path.join(export_dir, f"{_OLD_PREFIX}{version}-{_owner_tag()}")
     os.rename(final, old)
     try:
         os.rename(tmp, final)
@@ -417,13 +493,15 @@ def export_saved_model(model, export_dir, *, version=None, metadata=None, overwr
             and not overwrite:
         raise FileExistsError(f"Version {version} already exists in {export_dir!r}; pass "
                               "overwrite=True to replace it.")
+    _tio.check_writable_dir(export_dir, "export_dir")
     os.makedirs(export_dir, exist_ok=True)
     model.build_all()
     module = _ServingModule(model, int(log_likelihood_chunk_size))
     # tf.functions, not concrete functions: saving traces them (once) in its own context.
     signatures = {name: getattr(module, name) for name in SIGNATURES}
     signatures["serving_default"] = module.reconstruct
-    tmp = os.path.join(export_dir, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+    remove_stale_temporaries(export_dir)
+    tmp = os.path.join(export_dir, f"{_TMP_PREFIX}{_owner_tag()}")
 
     def write_metadata(v):
         meta = _build_metadata(model, module, tmp, v, extra)
@@ -441,14 +519,24 @@ def export_saved_model(model, export_dir, *, version=None, metadata=None, overwr
 
 # ---------------------------------------------------------------------------- loading
 def _resolve(path):
+    if not isinstance(path, (str, os.PathLike)) or os.fspath(path) == "":
+        raise ValueError("path must be an export directory or one of its version "
+                         f"directories (a non-empty str or path). Received: path={path!r}.")
     path = os.fspath(path)
-    if tf.saved_model.contains_saved_model(path):
-        return path
-    version = latest_version(path)
-    if version is None:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No export at {path!r}: the path does not exist.")
+    if not tf.saved_model.contains_saved_model(path):
+        version = latest_version(path)
+        if version is None:
+            raise FileNotFoundError(
+                f"No SavedModel at {path!r} nor in an integer version directory below it.")
+        path = os.path.join(path, str(version))
+    variables = os.path.join(path, "variables", "variables.index")
+    if not os.path.isfile(variables):
         raise FileNotFoundError(
-            f"No SavedModel at {path!r} nor in an integer version directory below it.")
-    return os.path.join(path, str(version))
+            f"The SavedModel at {path!r} is incomplete: it has no {variables!r} (its "
+            "variables were removed or never written). Export the model again.")
+    return path
 
 
 class ExportedModel:
@@ -486,19 +574,35 @@ class ExportedModel:
                 f"for this export. Received: shape={tuple(x.shape)}.")
         if not x.dtype.is_floating:
             raise ValueError(f"Images must be float in [0, 1]. Received: dtype={x.dtype.name}.")
-        lo, hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+        values = x.numpy()
+        bad = int(values.size - np.isfinite(values).sum())
+        if bad:
+            raise ValueError(f"Images must be finite floats in [0, 1]. Received: {bad} "
+                             f"non-finite values (NaN or inf) in {values.size}.")
+        lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
         if not (lo >= 0.0 and hi <= 1.0):
             raise ValueError(
                 f"Images must lie in [0, 1]. Received: values in [{lo:.4g}, {hi:.4g}].")
         return tf.cast(x, tf.float32)
 
     @staticmethod
-    def _int(value, name, minimum=None):
+    def _int(value, name, minimum=None, maximum=None):
+        """A Python or NumPy integer (not a bool or float) in [minimum, maximum]; the
+        default maximum is the int32/int64 range of the signature's input."""
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
                 minimum is not None and value < minimum):
             need = "an integer" if minimum is None else f"an integer >= {minimum}"
             raise ValueError(f"{name} must be {need}. Received: {name}={value!r}.")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"{name} must be at most {maximum} per call. "
+                             f"Received: {name}={value!r}.")
+        if not -2 ** 63 <= value < 2 ** 63:
+            raise ValueError(f"{name} must fit in int64. Received: {name}={value!r}.")
         return int(value)
+
+    def max_images_per_call(self):
+        """The most images one ``sample`` call returns (as the Keras model's)."""
+        return max(1, _MAX_OUTPUT_ELEMENTS // int(np.prod(self.image_shape)))
 
     # ------------------------------------------------------------------ the model API
     def encode(self, x, seed=0):
@@ -514,6 +618,10 @@ class ExportedModel:
         if z.shape.rank != 2 or z.shape[-1] != self.latent_dim:
             raise ValueError(f"Codes must have shape [batch, {self.latent_dim}]. "
                              f"Received: shape={tuple(z.shape)}.")
+        bad = int(np.size(z) - np.isfinite(z.numpy()).sum())
+        if bad:
+            raise ValueError(f"Codes must be finite. Received: {bad} non-finite values "
+                             f"(NaN or inf) in codes of shape {tuple(z.shape)}.")
         out = self.signatures["decode"](z=z)
         return out if return_params else out["images"]
 
@@ -521,7 +629,8 @@ class ExportedModel:
         """n images from z ~ p(z), as ``model.sample(n, seed)``; with ``return_codes``
         the pair (images, z)."""
         out = self.signatures["sample"](
-            num_images=tf.constant(self._int(n, "n", 1), tf.int32),
+            num_images=tf.constant(self._int(n, "n", 1, self.max_images_per_call()),
+                                   tf.int32),
             seed=tf.constant(self._int(seed, "seed"), tf.int64))
         return (out["images"], out["z"]) if return_codes else out["images"]
 
@@ -538,7 +647,8 @@ class ExportedModel:
         error and effective sample size; see ``metadata["log_likelihood"]``."""
         out = self.signatures["log_likelihood"](
             images=self._images(x),
-            num_samples=tf.constant(self._int(num_samples, "num_samples", 1), tf.int32),
+            num_samples=tf.constant(self._int(num_samples, "num_samples", 1, 2 ** 31 - 1),
+                                    tf.int32),
             seed=tf.constant(self._int(seed, "seed"), tf.int64))
         return LogLikelihoodEstimate(**{k: out[k] for k in LogLikelihoodEstimate._fields})
 

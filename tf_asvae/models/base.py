@@ -54,6 +54,41 @@ SITE_DROPOUT, SITE_CRITIC = 100, 50
 AUC_LOGIT_GRID = np.round(np.arange(-150, 151) * 0.1, 1)
 
 
+#: The most float32 values a public method returns at once (1 GiB): ``sample(n)``
+#: refuses larger ``n`` with a message naming the limit, instead of failing in the
+#: allocator (or wrapping around in int32) after the work began.
+MAX_OUTPUT_ELEMENTS = 2 ** 28
+#: ``sample`` decodes its codes in batches of this many.
+SAMPLE_BATCH = 1024
+
+
+def check_count(value, name, maximum=None, minimum=1):
+    """``value`` as a Python int after checking that it is an integer (not a bool, not
+    a float) in ``[minimum, maximum]``; ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer >= {minimum}. "
+                         f"Received: {name}={value!r} ({type(value).__name__}).")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}. Received: {name}={value}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum} per call (about 1 GiB of output; "
+                         f"call repeatedly for more). Received: {name}={value}.")
+    return value
+
+
+def _check_not_empty(data, where):
+    """ValueError if ``data`` (a tf.data.Dataset, an array or a tensor) has no examples
+    for certain; unknown sizes pass."""
+    if isinstance(data, tf.data.Dataset):
+        if int(data.cardinality()) == 0:
+            raise ValueError(f"{where}() received an empty dataset (cardinality 0). "
+                             "Received: a tf.data.Dataset with no batches.")
+    elif isinstance(data, (np.ndarray, tf.Tensor)) and data.shape and data.shape[0] == 0:
+        raise ValueError(f"{where}() received no examples. Received: shape="
+                         f"{tuple(data.shape)}.")
+
+
 def critic_auc(name):
     """A ``keras.metrics.AUC`` for a critic's logits (positives labelled 1): the
     probability that a positive pair scores above a negative one, threshold-free, unlike
@@ -121,8 +156,10 @@ class BaseModel(keras.Model):
         if self.kind is not None and config.kind != self.kind:
             raise ValueError(f"{type(self).__name__} needs kind={self.kind!r}. "
                              f"Received: kind={config.kind!r}.")
-        if not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer. Received: seed={seed!r}.")
+        if (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                or not 0 <= seed < 2 ** 63):
+            raise ValueError(f"seed must be an integer in [0, 2**63). Received: seed={seed!r}.")
+        seed = int(seed)
         self.model_config = config
         self.seed = seed
         net, fl = config.network, config.flows
@@ -378,21 +415,78 @@ class BaseModel(keras.Model):
         return dists.prior(self.model_config.latent_dim)
 
     # ------------------------------------------------------------------ public API
-    def _check_images(self, x):
-        x = tf.convert_to_tensor(x)
+    def _check_images(self, x, where="Images"):
+        """``x`` as float32 after checking its rank, shape and dtype (ValueError), and
+        that every value is finite and in [0, 1]: eagerly a ValueError, in a graph an
+        assertion that runs before any kernel sees the images (InvalidArgumentError)."""
+        try:
+            x = tf.convert_to_tensor(x)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where} must be a float array or tensor [batch, "
+                             f"{', '.join(map(str, self.model_config.image_shape))}] in "
+                             f"[0, 1]. Received: {type(x).__name__} ({e}).") from None
         expected = tuple(self.model_config.image_shape)
         if x.shape.rank != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(
-                f"Images must have shape [batch, {', '.join(map(str, expected))}] for "
+                f"{where} must have shape [batch, {', '.join(map(str, expected))}] for "
                 f"preset {self.model_config.preset!r}. Received: shape={tuple(x.shape)}.")
         if not x.dtype.is_floating:
-            raise ValueError(f"Images must be float in [0, 1]. Received: dtype={x.dtype.name}.")
+            hint = " (divide 8-bit images by 255)" if x.dtype == tf.uint8 else ""
+            raise ValueError(f"{where} must be float in [0, 1]{hint}. "
+                             f"Received: dtype={x.dtype.name}.")
+        if x.shape[0] == 0:
+            raise ValueError(f"{where} must hold at least one image. "
+                             f"Received: shape={tuple(x.shape)}.")
         if tf.executing_eagerly():
-            lo, hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+            values = x.numpy()
+            finite = np.isfinite(values)
+            if not finite.all():
+                raise ValueError(
+                    f"{where} must be finite floats in [0, 1]. Received: "
+                    f"{int((~finite).sum())} non-finite values (NaN or inf) in "
+                    f"{values.size}.")
+            lo, hi = float(values.min()), float(values.max())
             if lo < 0.0 or hi > 1.0:
                 raise ValueError(
-                    f"Images must lie in [0, 1]. Received: values in [{lo:.4g}, {hi:.4g}].")
-        return tf.cast(x, tf.float32)
+                    f"{where} must lie in [0, 1]. Received: values in [{lo:.4g}, {hi:.4g}].")
+            return tf.cast(x, tf.float32)
+        return self._assert_image_values(tf.cast(x, tf.float32), where)
+
+    def _assert_image_values(self, x, where):
+        """``x`` behind an in-graph check that its values are finite and in [0, 1] (a
+        min, a max and an is-finite over the batch).  Under XLA (``jit_compile``)
+        assertions compile to nothing."""
+        lo, hi = tf.reduce_min(x), tf.reduce_max(x)
+        ok = tf.logical_and(tf.reduce_all(tf.math.is_finite(x)),
+                            tf.logical_and(lo >= 0.0, hi <= 1.0))
+        h, w, c = self.model_config.image_shape
+        check = tf.debugging.Assert(
+            ok, [f"{where} must be finite floats in [0, 1] (images [batch, {h}, {w}, {c}] "
+                 f"for preset {self.model_config.preset!r}). Received values in [min, max] =",
+                 lo, hi, "(NaN: a non-finite value)"])
+        with tf.control_dependencies([check]):
+            return tf.identity(x)
+
+    def _check_codes(self, z):
+        latent = self.model_config.latent_dim
+        try:
+            z = tf.convert_to_tensor(z, tf.float32)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"Codes must be floats of shape [batch, {latent}]. "
+                             f"Received: {type(z).__name__} ({e}).") from None
+        if z.shape.rank != 2 or z.shape[-1] != latent:
+            raise ValueError(f"Codes must have shape [batch, {latent}]. "
+                             f"Received: shape={tuple(z.shape)}.")
+        if tf.executing_eagerly():
+            bad = int(np.size(z) - np.isfinite(z.numpy()).sum())
+            if bad:
+                raise ValueError(f"Codes must be finite. Received: {bad} non-finite values "
+                                 f"(NaN or inf) in codes of shape {tuple(z.shape)}.")
+            return z
+        check = tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(z)),
+                                    ["Codes must be finite (no NaN or inf)."])
+        with tf.control_dependencies([check]):
+            return tf.identity(z)
 
     def encode(self, x, seed=0):
         """Images -> (posterior mean estimate, a sample of z).
@@ -411,20 +505,28 @@ class BaseModel(keras.Model):
 
     def decode(self, z):
         """Codes [B, latent_dim] -> the decoder's mean image [B, H, W, C]."""
-        z = tf.convert_to_tensor(z, tf.float32)
-        if z.shape.rank != 2 or z.shape[-1] != self.model_config.latent_dim:
-            raise ValueError(f"Codes must have shape [batch, {self.model_config.latent_dim}]. "
-                             f"Received: shape={tuple(z.shape)}.")
+        z = self._check_codes(z)
         raw = self._decode_raw(z, training=False)
         cfg = self.model_config
         return dists.observation_mean(raw, cfg.likelihood, cfg.objective.min_scale,
                                       self._decoder_flow())
 
+    def max_images_per_call(self):
+        """The most images :meth:`sample` returns at once: ``MAX_OUTPUT_ELEMENTS``
+        (2**28 floats, 1 GiB) over the pixels of one image."""
+        return max(1, MAX_OUTPUT_ELEMENTS // int(np.prod(self.model_config.image_shape)))
+
     def sample(self, n, seed=0):
-        """n images (decoder means) from z ~ p(z); deterministic for a given seed."""
-        if not isinstance(n, (int, np.integer)) or n <= 0:
-            raise ValueError(f"n must be a positive integer. Received: n={n!r}.")
-        return self.decode(self._prior_codes(int(n), seed))
+        """n images (decoder means) from z ~ p(z); deterministic for a given seed.
+        ``n`` is a Python or NumPy integer in [1, :meth:`max_images_per_call`]; the
+        codes are decoded in batches of ``SAMPLE_BATCH``."""
+        n = check_count(n, "n", self.max_images_per_call())
+        self._stateless_seed(seed, 2)  # checks the seed before any work
+        z = self._prior_codes(n, seed)
+        if n <= SAMPLE_BATCH:
+            return self.decode(z)
+        return tf.concat([self.decode(z[i:i + SAMPLE_BATCH])
+                          for i in range(0, n, SAMPLE_BATCH)], 0)
 
     def _prior_codes(self, n, seed):
         """The n codes z ~ p(z) that ``sample(n, seed)`` decodes (graph-safe: ``n`` and
@@ -435,7 +537,16 @@ class BaseModel(keras.Model):
     @staticmethod
     def _stateless_seed(seed, stream):
         """[seed, stream] as a [2] int64 stateless seed; ``seed`` is a Python int or a
-        scalar integer tensor, so the public methods also trace into graphs (export)."""
+        scalar integer tensor, so the public methods also trace into graphs (export).
+        A float, a bool or an integer outside int64 raises ValueError (a float would be
+        truncated, a large int wrapped)."""
+        if tf.is_tensor(seed):
+            if not seed.dtype.is_integer or (seed.shape.rank not in (None, 0)):
+                raise ValueError(f"seed must be a scalar integer tensor. Received: dtype="
+                                 f"{seed.dtype.name}, shape={tuple(seed.shape)}.")
+        elif (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+              or not -2 ** 63 <= seed < 2 ** 63):
+            raise ValueError(f"seed must be an integer (int64). Received: seed={seed!r}.")
         return tf.stack([tf.cast(seed, tf.int64), tf.constant(stream, tf.int64)])
 
     def reconstruct(self, x, seed=0):
@@ -561,6 +672,56 @@ class BaseModel(keras.Model):
             data = data["image"]
         return tf.cast(data, tf.float32)
 
+    @classmethod
+    def minimum_batch_size(cls):
+        """The smallest batch (per replica) the objective can use: 2 for models whose
+        f_psi2 pairs each example with a batch partner (AS-VAE, AS-VAE-g), else 1."""
+        return 2 if getattr(cls, "use_g", False) else 1
+
+    def _step_images(self, data, where):
+        """The images of a training or test batch, checked where they enter the step:
+        rank, shape and dtype when the step is traced (ValueError before any step
+        runs), values in the graph (a min, a max and an is-finite per batch;
+        InvalidArgumentError naming the range, raised before any weight changes)."""
+        if isinstance(data, (tuple, list)):
+            data = data[0]
+        if isinstance(data, dict):
+            if "image" not in data:
+                raise ValueError(f"{where}: a dict batch needs an 'image' entry. "
+                                 f"Received keys: {sorted(data)}.")
+            data = data["image"]
+        x = tf.convert_to_tensor(data)
+        expected = tuple(self.model_config.image_shape)
+        if x.shape.rank != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"{where}: images must have shape [batch, {', '.join(map(str, expected))}] "
+                f"for preset {self.model_config.preset!r}. Received: shape={tuple(x.shape)}.")
+        if not x.dtype.is_floating:
+            hint = " (divide 8-bit images by 255)" if x.dtype == tf.uint8 else ""
+            raise ValueError(f"{where}: images must be float in [0, 1]{hint}. "
+                             f"Received: dtype={x.dtype.name}.")
+        need = self.minimum_batch_size()
+        if x.shape[0] is not None and x.shape[0] < need:
+            raise ValueError(
+                f"{where}: {type(self).__name__} needs batches of at least {need} examples "
+                f"per replica (f_psi2 pairs each example with a batch partner). Received: "
+                f"batch of {x.shape[0]}.")
+        x = self._assert_image_values(tf.cast(x, tf.float32), where)
+        if need > 1 and x.shape[0] is None:
+            check = tf.debugging.Assert(
+                tf.shape(x)[0] >= need,
+                [f"{where}: {type(self).__name__} needs batches of at least {need} examples "
+                 "per replica (batch partner of f_psi2). Received a batch of", tf.shape(x)[0]])
+            with tf.control_dependencies([check]):
+                x = tf.identity(x)
+        return x
+
+    def fit(self, x=None, *args, **kwargs):
+        """``keras.Model.fit`` after refusing data with no examples (an empty dataset
+        would otherwise train nothing and return an empty history)."""
+        _check_not_empty(x, "fit")
+        return super().fit(x, *args, **kwargs)
+
     def _reduced_losses(self, out):
         gen = objectives.reduce_loss(out["gen_loss"])
         disc = sum(objectives.reduce_loss(v) for v in out["disc_losses"].values()) \
@@ -596,7 +757,7 @@ class BaseModel(keras.Model):
         return out
 
     def train_step(self, data):
-        x = self._images(data)
+        x = self._step_images(data, "train_step")
         step = self.optimizer.iterations
         for k in range(self.disc_steps - 1):
             # Extra critic updates: distinct seeds per inner step.
@@ -611,7 +772,7 @@ class BaseModel(keras.Model):
         return self._log_metrics(self._metric_values(out))
 
     def test_step(self, data):
-        x = self._images(data)
+        x = self._step_images(data, "test_step")
         seeds = self._seeds(0)
         out = self._forward(x, seeds, training=False)
         values = self._metric_values(out)
