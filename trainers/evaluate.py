@@ -219,9 +219,16 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
                      "validated epoch.")
         raise ValueError(f"The run directory {run_dir!r} has no checkpoint {args.checkpoint!r}."
                          + hint)
+    _check_checkpoint(checkpoint, run_dir)
+    _check_memory(args, run_dir)
+    if args.out is not None and not str(args.out).strip():
+        raise ValueError("--out must be a file path. Received: --out ''")
     out = args.out or os.path.join(run_dir, "eval", "report.json")
     if os.path.isdir(out):
         raise ValueError(f"--out must be a file path. Received: --out {out}")
+    from tf_asvae import io as tio
+
+    tio.check_writable_dir(os.path.dirname(os.path.abspath(out)), "the directory of --out")
     return EvalSpec(
         run_dir=run_dir, checkpoint=checkpoint, metrics=metrics, out=os.fspath(out),
         split=args.split, num_samples=args.num_samples, max_examples=args.max_examples,
@@ -236,9 +243,76 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
         data_dir=args.data_dir, manual_dir=args.manual_dir, verbose=args.verbose)
 
 
+#: The most decoded values one importance-sampling chunk may hold (2**28 floats, 1 GiB).
+MAX_CHUNK_VALUES = 2 ** 28
+
+
+def _check_memory(args, run_dir: str) -> None:
+    """Bounds what is decoded at once (``--chunk-size`` x ``--batch-size`` images) up
+    front, with the image size from the run's config.json."""
+    try:
+        with open(os.path.join(run_dir, CONFIG_FILE)) as f:
+            shape = json.load(f)["model"]["image_shape"]
+        pixels = int(np.prod(shape))
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for name, per_example in (("chunk_size", args.chunk_size), ("ais_chains", args.ais_chains)):
+        if per_example is None:
+            continue
+        values = per_example * args.batch_size * pixels
+        if values > MAX_CHUNK_VALUES:
+            most = max(1, MAX_CHUNK_VALUES // (args.batch_size * pixels))
+            raise ValueError(
+                f"--{name.replace('_', '-')} {per_example} with --batch-size "
+                f"{args.batch_size} decodes {values:,} values at once (images of "
+                f"{pixels} pixels), more than {MAX_CHUNK_VALUES:,} (1 GiB). Lower "
+                f"--{name.replace('_', '-')} to at most {most} or lower --batch-size. "
+                f"Received: {name}={per_example}.")
+
+
+def _check_checkpoint(checkpoint: str, run_dir: str) -> None:
+    """Up front, without TensorFlow: the checkpoint is a whole ``.keras`` archive of a
+    tf_asvae model of the kind and preset the run directory's config.json names."""
+    from tf_asvae import io as tio
+
+    problem = tio.keras_file_problem(checkpoint)
+    if problem is not None:
+        present = sorted(f for f in os.listdir(run_dir) if f.endswith(".keras")
+                         and tio.keras_file_problem(os.path.join(run_dir, f)) is None)
+        hint = f" Whole checkpoints in the run: {present}." if present else ""
+        raise ValueError(f"The checkpoint {checkpoint!r} cannot be loaded: {problem}.{hint}")
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            saved = json.loads(archive.read("config.json"))
+        model = saved["config"]["config"]
+        kind, preset = model["kind"], model.get("preset")
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"The checkpoint {checkpoint!r} does not hold a tf_asvae model "
+                         "(its config.json has no model configuration).") from None
+    try:
+        with open(os.path.join(run_dir, CONFIG_FILE)) as f:
+            run_model = json.load(f).get("model", {})
+    except (OSError, ValueError, AttributeError):
+        return  # reported with its own message when the run is loaded
+    if not isinstance(run_model, dict):
+        return
+    expected = (run_model.get("kind"), run_model.get("preset"))
+    if None not in expected and (kind, preset) != expected:
+        raise ValueError(
+            f"The checkpoint {checkpoint!r} holds a {kind!r} model ({preset!r} preset) but "
+            f"the run directory {run_dir!r} trained a {expected[0]!r} model "
+            f"({expected[1]!r} preset). Received: --checkpoint {checkpoint}; pass a "
+            "checkpoint of this run, or the run directory it came from.")
+
+
 def parse(argv=None) -> EvalSpec:
     """Command-line arguments -> :class:`EvalSpec` (ValueError on a bad value)."""
-    return spec_from_args(build_parser().parse_args(argv))
+    from trainers import _cli
+
+    parser = build_parser()
+    return spec_from_args(parser.parse_args(_cli.join_negative_numbers(parser, argv)))
 
 
 # --------------------------------------------------------------------------------------
@@ -290,20 +364,20 @@ def _log(spec: EvalSpec, text: str) -> None:
 
 
 def _write_json(path: str, data: dict) -> None:
+    from tf_asvae import io as tio
+
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    tio.write_json_atomic(path, data, allow_nan=False)
 
 
 def _write_png(path: str, grid) -> None:
     import tensorflow as tf
 
+    from tf_asvae import io as tio
+
     png = tf.io.encode_png(tf.cast(tf.round(np.clip(grid, 0, 1) * 255.0), tf.uint8))
-    tf.io.write_file(path, png)
+    tio.write_bytes_atomic(path, png.numpy())
 
 
 # --------------------------------------------------------------------------------------
@@ -784,13 +858,23 @@ def evaluate(spec: EvalSpec) -> dict:
 
 
 def main(argv=None) -> int:
+    from trainers import _cli
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_cli.join_negative_numbers(parser, argv))
     try:
         spec = spec_from_args(args)
         evaluate(spec)
     except ValueError as e:  # includes tf_asvae.data.DataError
         parser.exit(2, f"{parser.prog}: error: {e}\n")
+    except MemoryError as e:
+        parser.exit(4, f"{parser.prog}: error: " + _cli.out_of_memory_message(
+            e, ["--batch-size", "--chunk-size", "--num-samples", "--ais-chains"]) + "\n")
+    except Exception as e:  # ResourceExhaustedError without importing TF up front
+        if type(e).__name__ != "ResourceExhaustedError":
+            raise
+        parser.exit(4, f"{parser.prog}: error: " + _cli.out_of_memory_message(
+            e, ["--batch-size", "--chunk-size", "--num-samples", "--ais-chains"]) + "\n")
     return 0
 
 

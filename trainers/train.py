@@ -52,6 +52,8 @@ import tensorflow as tf
 import tf_asvae
 from tf_asvae import callbacks as cbs
 from tf_asvae import data as D
+from tf_asvae import io as tio
+from trainers import _cli
 from tf_asvae.config import (MIXED_PRECISION, MODEL_KINDS, STABILIZERS, STRATEGIES,
                              ModelConfig, parse_network_overrides,
                              parse_objective_overrides,
@@ -77,6 +79,9 @@ DATASET_PRESETS = {
     "imagenet64": "imagenet64",
     "four_points": "synthetic",
 }
+
+#: The most images in one logged grid (``--num-images``).
+MAX_GRID_IMAGES = 1024
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
@@ -264,6 +269,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     data_args = argparse.Namespace(**vars(args))
     if data_args.data_seed is None:
         data_args.data_seed = args.seed
+    elif isinstance(data_args.data_seed, int) and data_args.data_seed < 0:
+        raise ValueError(f"--data-seed must be an integer >= 0. "
+                         f"Received: data_seed={data_args.data_seed}.")
     data = D.data_config_from_flags(data_args)
     # A folder/tfds/npz source is described here: a bad one fails before any work.
     preset = args.preset or DATASET_PRESETS.get(args.dataset, "conv")
@@ -337,7 +345,23 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         raise ValueError(
             "The global batch size must be divisible by the number of devices. "
             f"Received: batch_size={data.batch_size}, num_devices={training.num_devices}.")
+    # A batch the objective can use on every replica (AS-VAE's f_psi2 pairs each
+    # example with a batch partner in its replica's batch).
+    need = tf_asvae.MODEL_CLASSES[args.model].minimum_batch_size()
+    if data.batch_size // (training.num_devices or 1) < need:
+        raise ValueError(
+            f"model={args.model!r} needs at least {need} examples per replica in a batch "
+            f"(f_psi2 pairs each example with a batch partner). Received: batch_size="
+            f"{data.batch_size}, num_devices={training.num_devices or 1}.")
+    if training.num_images > MAX_GRID_IMAGES:
+        raise ValueError(f"num_images must be at most {MAX_GRID_IMAGES} (images per logged "
+                         f"grid). Received: num_images={training.num_images}.")
 
+    for name, value in (("run_name", args.run_name), ("run_dir", args.run_dir),
+                        ("export_dir", args.export_dir)):
+        if value is not None and not str(value).strip():
+            raise ValueError(f"{name} must not be empty (leave the flag out for the "
+                             f"default). Received: {name}={value!r}.")
     run_name = args.run_name or (
         os.path.basename(os.path.abspath(args.run_dir)) if args.run_dir else
         f"{args.model}_{D.sources.run_name_part(args.dataset)}")
@@ -349,6 +373,11 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     for name, path in (("run_dir", run_dir), ("export_dir", export_dir)):
         if path is not None and os.path.exists(path) and not os.path.isdir(path):
             raise ValueError(f"{name} exists and is not a directory. Received: {name}={path!r}.")
+        if path is not None:
+            tio.check_writable_dir(path, name)  # up front, not after the training
+    if export_dir is not None and os.path.abspath(export_dir) == os.path.abspath(run_dir):
+        raise ValueError(f"export_dir must differ from run_dir. Received: run_dir={run_dir!r}, "
+                         f"export_dir={export_dir!r}.")
     return RunSpec(model=model, data=data, training=training, seed=args.seed,
                    run_name=run_name, run_dir=os.fspath(run_dir),
                    export_dir=None if export_dir is None else os.fspath(export_dir),
@@ -358,7 +387,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 def parse(argv=None) -> RunSpec:
     """Command-line arguments -> :class:`RunSpec` (ValueError on a bad value;
     argparse's own errors, such as an unknown choice, exit with status 2)."""
-    return spec_from_args(runfile.parse_args_with_config(build_parser(), argv))
+    parser = build_parser()
+    return spec_from_args(runfile.parse_args_with_config(
+        parser, _cli.join_negative_numbers(parser, argv)))
 
 
 # --------------------------------------------------------------------------------------
@@ -425,6 +456,7 @@ def _create_run_dir(spec: RunSpec) -> None:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(run_dir)}.partial-", dir=parent)
     try:
+        os.chmod(tmp, tio.dir_mode())  # mkdtemp's 0o700 -> the user's usual mode
         cbs.write_json_atomic(os.path.join(tmp, CONFIG_FILE), spec.config_dict())
         if os.path.isdir(run_dir):
             os.rmdir(run_dir)  # empty (check_run_dir said "new")
@@ -577,8 +609,37 @@ def train(spec: RunSpec, callbacks=()) -> TrainResult:
 
     ``callbacks`` are added to the program's own, after them and before the backup
     saver.  Raises ValueError (before writing anything) on an incompatible run
-    directory, a batch that does not split over the replicas, or unavailable data.
+    directory, a run directory in use by another training (``tio.RunDirInUseError``),
+    a batch that does not split over the replicas, or unavailable data.
     """
+    lock = tio.RunDirLock(spec.run_dir) if _writes_run_dir(spec) else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train_in_run_dir(spec, callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _writes_run_dir(spec: RunSpec) -> bool:
+    """Whether this process writes ``spec.run_dir`` (and so takes its lock): all but the
+    non-chief workers of a multi-worker cluster (read from ``TF_CONFIG`` before the
+    cluster is joined)."""
+    if spec.training.strategy != "multiworker":
+        return True
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task = config.get("task", {})
+        cluster = config.get("cluster", {})
+    except (ValueError, AttributeError):
+        return True
+    kind, index = task.get("type"), task.get("index", 0)
+    return kind == "chief" or (kind in (None, "worker") and index == 0
+                               and "chief" not in cluster)
+
+
+def _train_in_run_dir(spec: RunSpec, callbacks=()) -> TrainResult:
     state = check_run_dir(spec)
     history_path = os.path.join(spec.run_dir, HISTORY_FILE)
     if state == "complete":
@@ -704,16 +765,23 @@ def _fit_and_finish(spec, state, model, out_dir, train_ds, val_ds, steps, val_st
         source = shared(BEST_FILE) if (training.restore_best_weights
                                        and os.path.exists(shared(BEST_FILE))) \
             else shared(FINAL_FILE)
+        problem = tio.keras_file_problem(source)
+        if problem is not None and source != shared(FINAL_FILE):
+            print(f"Warning: {source} cannot be loaded ({problem}); exporting the last "
+                  f"weights ({FINAL_FILE}).", file=sys.stderr)
+            source = shared(FINAL_FILE)
+            problem = tio.keras_file_problem(source)
+        if problem is not None:
+            raise ValueError(f"Cannot finish the run: {source!r} cannot be loaded: "
+                             f"{problem}. Delete {spec.run_dir!r} and train again.")
         model.load_weights(source)
         status = "resumed"
     else:
         backup = cbs.RunBackup(backup_dir, save_freq=training.backup_freq,
                                restore_dir=None if chief else shared(BACKUP_DIR))
-        checkpoint = keras.callbacks.ModelCheckpoint(
-            path(BEST_FILE), monitor=cbs.MONITOR, mode="min", save_best_only=True)
-        # The best epoch in early stopping's sense, so that best.keras is the model
-        # whose weights EarlyStopping restores (and the export).
-        checkpoint.min_delta = abs(training.min_delta)
+        # Written atomically; the best epoch in early stopping's sense, so that
+        # best.keras is the model whose weights EarlyStopping restores (and the export).
+        checkpoint = cbs.BestCheckpoint(path(BEST_FILE), min_delta=training.min_delta)
         early_stopping = cbs.reconstruction_early_stopping(
             training.patience, training.min_delta, training.restore_best_weights,
             verbose=1 if spec.verbose else 0)
@@ -831,13 +899,18 @@ def _diverged_message(error, spec: RunSpec) -> str:
 def main(argv=None) -> int:
     parser = build_parser()
     try:
-        args = runfile.parse_args_with_config(parser, argv)  # --config FILE, then flags
+        args = runfile.parse_args_with_config(  # --config FILE, then flags
+            parser, _cli.join_negative_numbers(parser, argv))
         spec = spec_from_args(args)
         train(spec)
     except ValueError as e:  # includes tf_asvae.data.DataError
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     except cbs.NonFiniteLossError as e:
         parser.exit(3, f"{parser.prog}: training diverged: {e}\n")
+    except (tf.errors.ResourceExhaustedError, MemoryError) as e:
+        parser.exit(4, f"{parser.prog}: error: " + _cli.out_of_memory_message(
+            e, ["--batch-size", "--latent-dim", "--flow-length", "--num-images"])
+            + " The run directory keeps its last good state.\n")
     return 0
 
 

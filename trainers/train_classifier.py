@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_asvae import data as D
+from tf_asvae import io as tio
 from tf_asvae.evaluation import classifiers
 
 __all__ = ["SUPPORTED", "build_parser", "load_labelled", "main", "train_classifier"]
@@ -96,7 +97,7 @@ def train_classifier(config: D.DataConfig, out: str, *, epochs: int = 5, seed: i
     accuracy = float(np.mean(np.argmax(logits, axis=1) == y_test))
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
-    model.save(out)
+    tio.save_model_atomic(model, out)
     meta = {
         "dataset": config.name,
         "image_shape": list(config.spec.image_shape),
@@ -111,9 +112,7 @@ def train_classifier(config: D.DataConfig, out: str, *, epochs: int = 5, seed: i
         "test_accuracy": accuracy,
         "seconds": round(time.time() - start, 1),
     }
-    with open(classifiers.metadata_path(out), "w") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
-        f.write("\n")
+    tio.write_json_atomic(classifiers.metadata_path(out), meta)
     return meta
 
 
@@ -138,18 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from trainers import _cli
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_cli.join_negative_numbers(parser, argv))
     try:
         for name in ("epochs", "batch_size", "max_train_examples", "max_eval_examples"):
             value = getattr(args, name)
             if value is not None and value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer. "
                                  f"Received: {value}")
-        if not args.learning_rate > 0:
-            raise ValueError(f"--learning-rate must be positive. Received: {args.learning_rate}")
-        if not args.out.endswith(".keras"):
-            raise ValueError(f"--out must end in .keras. Received: --out {args.out}")
+        if not (args.learning_rate > 0 and np.isfinite(args.learning_rate)):
+            raise ValueError("--learning-rate must be a positive finite number. "
+                             f"Received: {args.learning_rate}")
+        if args.seed < 0:
+            raise ValueError(f"--seed must be an integer >= 0. Received: {args.seed}")
+        if not args.out.endswith(".keras") or os.path.basename(args.out) == ".keras":
+            raise ValueError(f"--out must be a file name ending in .keras. "
+                             f"Received: --out {args.out!r}")
+        if os.path.isdir(args.out):
+            raise ValueError(f"--out is a directory. Received: --out {args.out!r}")
+        # Up front: the output's directory can be made and written, not after training.
+        tio.check_writable_dir(os.path.dirname(os.path.abspath(args.out)),
+                               "the directory of --out")
         manual = args.manual_dir if args.manual_dir is not None else D._env_manual_dir()
         config = D.DataConfig(args.dataset, args.batch_size, data_dir=args.data_dir,
                               manual_dir=manual)
