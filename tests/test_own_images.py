@@ -119,6 +119,21 @@ def test_folder_of_png_and_jpeg_with_a_corrupt_file(fashion_folder, fashion):
     assert np.abs(image.astype(int) - original.astype(int)).mean() < 6
 
 
+def test_png_jpeg_bmp_gif_decode_to_the_stored_pixels(tmp_path, fashion):
+    image = fashion[0][7]
+    for ext in ("png", "jpeg", "bmp", "gif"):
+        Image.fromarray(image).save(tmp_path / f"item.{ext}")
+    config = D.DataConfig(f"folder:{tmp_path}", 1, split_fractions=(1.0, 0.0, 0.0))
+    paths = config.spec.source.items["train"]
+    decoded = [x.numpy()[..., 0] for x in sources.raw_dataset(config, "train",
+                                                             shuffle_files=False, seed=0)]
+    for path, pixels in zip(paths, decoded):
+        if path.endswith(".jpeg"):
+            assert np.abs(pixels.astype(int) - image).mean() < 6, path
+        else:
+            np.testing.assert_array_equal(pixels, image, err_msg=path)
+
+
 def test_split_by_path_hash_is_stable_when_files_are_added(tmp_path, fashion):
     images = fashion[0]
     for i in range(40):

@@ -406,8 +406,6 @@ def _describe_tfds(config, arg) -> SourceInfo:
             raise _error(f"TFDS data set {arg!r} has no split {missing[0]!r} (in the {split} "
                          f"split {text!r}). Its splits: {sorted(known)}.")
 
-    from tf_asvae import data as D
-
     _prepare_tfds(builder, config, arg)
     counts = {}
     for split, text in splits.items():
@@ -429,7 +427,6 @@ def _describe_tfds(config, arg) -> SourceInfo:
         notes.append(f"images of {stored_hw[0]}x{stored_hw[1]} brought to {h}x{w}")
     if len(shape) > 2 and shape[2] is not None and shape[2] != c:
         notes.append(f"{shape[2]}-channel images converted to {c} channels")
-    del D
     return SourceInfo(kind="tfds", location=arg, image_shape=(h, w, c),
                       pixels=_pixels(config, False, "natural"), num_examples=counts,
                       items=splits, stored_shape=shape, notes=tuple(notes), image_key=key,
