@@ -134,6 +134,17 @@ def test_png_jpeg_bmp_gif_decode_to_the_stored_pixels(tmp_path, fashion):
             np.testing.assert_array_equal(pixels, image, err_msg=path)
 
 
+def test_folder_labels_come_from_class_folders(fashion_folder, fashion):
+    config = D.DataConfig(f"folder:{fashion_folder}", 8)
+    names = config.spec.source.class_names
+    pairs = list(sources.labelled_dataset(config, "validation"))
+    assert len(pairs) == config.spec.num_examples["validation"]
+    for (image, label), path in zip(pairs, config.spec.source.items["validation"]):
+        index = int(pathlib.Path(path).stem)
+        assert names[int(label)] == f"class_{fashion[1][index]}"
+        assert image.shape == (28, 28, 1)
+
+
 def test_split_by_path_hash_is_stable_when_files_are_added(tmp_path, fashion):
     images = fashion[0]
     for i in range(40):

@@ -65,7 +65,7 @@ import numpy as np
 
 __all__ = ["SOURCE_KINDS", "IMAGE_EXTENSIONS", "BINARY_PROBE_FILES", "SourceInfo",
            "parse_source", "is_source", "run_name_part", "split_of", "describe", "raw_dataset",
-           "clear_cache"]
+           "labelled_dataset", "clear_cache"]
 
 SOURCE_KINDS = ("folder", "tfds", "npz")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -662,3 +662,39 @@ def raw_dataset(config, split: str, *, shuffle_files: bool, seed: int,
         a = a[:limit]
     ds = cut(tf.data.Dataset.from_tensor_slices(a))
     return ds.map(lambda x: _convert(x, info, config), num_parallel_calls=autotune)
+
+
+def labelled_dataset(config, split: str):
+    """``(uint8 image, int64 label)`` pairs of one split, in order, unbatched: the class
+    sub-folder's index in ``class_names`` (folders), or the TFDS ``label`` feature. For a
+    classifier (the models ignore labels). ValueError for a source without labels."""
+    import tensorflow as tf
+
+    info = describe(config)
+    if info.kind == "folder":
+        labels = info.labels[split]
+        if not info.class_names:
+            raise ValueError(f"The folder {info.location!r} has no class sub-folders, so its "
+                             "images have no labels.")
+        ds = tf.data.Dataset.from_tensor_slices(
+            (tf.constant(list(info.items[split]), tf.string), tf.constant(labels, tf.int64)))
+
+        def load(path, label):
+            img = tf.io.decode_image(tf.io.read_file(path), channels=0, dtype=tf.uint8,
+                                     expand_animations=False)
+            return _convert(img, info, config), label
+
+        return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if info.kind == "tfds":
+        import tensorflow_datasets as tfds
+
+        builder = tfds.builder(info.location, data_dir=config.data_dir)
+        if "label" not in builder.info.features:
+            raise ValueError(f"TFDS data set {info.location!r} has no 'label' feature. "
+                             f"Features: {sorted(builder.info.features)}.")
+        ds = builder.as_dataset(split=info.items[split], shuffle_files=False)
+        key = info.image_key
+        return ds.map(lambda ex: (_convert(ex[key], info, config),
+                                  tf.cast(ex["label"], tf.int64)))
+    raise ValueError(f"{info.kind}: sources have no labels; use a folder with class "
+                     "sub-folders or a TFDS data set with a 'label' feature.")
