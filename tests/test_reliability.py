@@ -662,12 +662,60 @@ def test_the_lock_dies_with_its_holder(tmp_path):
 
 
 def test_the_lock_is_not_taken_by_non_chief_workers(tmp_path, monkeypatch):
-    spec = T.parse(_train_argv(tmp_path, "--strategy", "multiworker"))
     cluster = {"worker": ["a:1", "b:1"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    spec = T.parse(_train_argv(tmp_path, "--strategy", "multiworker"))
     for index, writes in ((0, True), (1, False)):
         monkeypatch.setenv("TF_CONFIG", json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}}))
         assert T._writes_run_dir(spec) is writes
+
+
+# --------------------------------------------------------------------------------------
+# Multi-worker: TF_CONFIG and a task that never starts
+
+TF_CONFIG_CASES = [
+    ("not-json", '{"cluster": {"worker": ["a:1"]}', ["TF_CONFIG is not valid JSON",
+                                                       "Received: TF_CONFIG="]),
+    ("not-an-object", "[1, 2]", ["'cluster'", "[1, 2]"]),
+    ("no-cluster", '{"task": {"type": "worker", "index": 0}}', ["'cluster'"]),
+    ("index-outside", '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}',
+     ["'task'", '"index": 3']),
+    ("unknown-type", '{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}',
+     ["'task'", '"ps"']),
+]
+
+
+@pytest.mark.parametrize("value, fragments", [c[1:] for c in TF_CONFIG_CASES],
+                         ids=[c[0] for c in TF_CONFIG_CASES])
+def test_a_malformed_tf_config_is_named(tmp_path, capsys, monkeypatch, value, fragments):
+    monkeypatch.setenv("TF_CONFIG", value)
+    before = _snapshot(tmp_path)
+    err = _exit_message(T.main, _train_argv(tmp_path, "--strategy", "multiworker"), capsys)
+    for fragment in fragments:
+        assert fragment in err, err
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_worker_that_never_starts_is_named_after_the_cluster_timeout(tmp_path):
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    env = dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="",
+               TF_CPP_MIN_LOG_LEVEL="2",
+               TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker",
+                                                                  "index": 0}}))
+    argv = _train_argv(tmp_path, "--strategy", "multiworker", "--cluster-timeout", "3")
+    proc = subprocess.run([sys.executable, "-m", "trainers.train", *argv], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert f"worker 1 (localhost:{ports[1]})" in proc.stderr
+    assert "--cluster-timeout" in proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 # --------------------------------------------------------------------------------------

@@ -115,6 +115,8 @@ class RunSpec:
     run_dir: str
     export_dir: str | None  # None: no export (--no-export)
     verbose: int = 1
+    # Seconds a multi-worker job waits for every task of TF_CONFIG (--cluster-timeout).
+    cluster_timeout: float = 600.0
 
     def config_dict(self) -> dict:
         """The content of ``RUN/config.json``."""
@@ -227,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--num-devices", type=int, default=None,
                        help="devices of the mirrored strategy (GPUs, or the CPU split "
                             "into N logical devices); default: every GPU, or one CPU")
+    group.add_argument("--cluster-timeout", type=float, default=600.0,
+                       help="--strategy multiworker: seconds to wait for every task of "
+                            "TF_CONFIG to start; then the task stops (SIGKILL, status 137) "
+                            "naming the missing ones (TensorFlow itself waits forever)")
     group.add_argument("--deterministic", action="store_true",
                        help="TensorFlow op determinism: with the same --seed, two runs on "
                             "the same hardware give bit-identical weights (slower)")
@@ -378,10 +384,16 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if export_dir is not None and os.path.abspath(export_dir) == os.path.abspath(run_dir):
         raise ValueError(f"export_dir must differ from run_dir. Received: run_dir={run_dir!r}, "
                          f"export_dir={export_dir!r}.")
+    timeout = getattr(args, "cluster_timeout", 600.0)
+    if not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
+        raise ValueError(f"cluster_timeout must be a positive finite number of seconds. "
+                         f"Received: cluster_timeout={timeout!r}.")
+    if training.strategy == "multiworker":
+        tf_config_tasks()  # a malformed TF_CONFIG fails here, named
     return RunSpec(model=model, data=data, training=training, seed=args.seed,
                    run_name=run_name, run_dir=os.fspath(run_dir),
                    export_dir=None if export_dir is None else os.fspath(export_dir),
-                   verbose=args.verbose)
+                   verbose=args.verbose, cluster_timeout=float(timeout))
 
 
 def parse(argv=None) -> RunSpec:
@@ -517,6 +529,91 @@ def make_strategy(training: TrainConfig) -> tf.distribute.Strategy:
     n = training.num_devices or 1
     return tf.distribute.MirroredStrategy(
         [f"/cpu:{i}" for i in range(n)], cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def tf_config_tasks():
+    """``(cluster, (task type, index))`` of ``$TF_CONFIG``, checked (None when it is
+    unset or empty: a single worker): ValueError naming TF_CONFIG for malformed JSON, a
+    missing cluster or task, or a task not in the cluster."""
+    text = os.environ.get("TF_CONFIG", "")
+    if not text.strip():
+        return None
+    shown = text if len(text) <= 200 else text[:200] + "..."
+    try:
+        config = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({e}). Received: TF_CONFIG={shown!r}."
+                         ) from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster or not all(
+            isinstance(v, list) and v for v in cluster.values()):
+        raise ValueError("TF_CONFIG needs a 'cluster' object of non-empty address lists, "
+                         f"e.g. {{\"worker\": [\"host1:12345\", \"host2:12345\"]}}. "
+                         f"Received: TF_CONFIG={shown!r}.")
+    if not isinstance(task, dict) or task.get("type") not in cluster or not isinstance(
+            task.get("index", 0), int) or not 0 <= task.get("index", 0) < len(
+            cluster[task.get("type")]):
+        raise ValueError("TF_CONFIG's 'task' must name a type of its cluster "
+                         f"({sorted(cluster)}) and an index within it. "
+                         f"Received: TF_CONFIG={shown!r}.")
+    return cluster, (task["type"], task.get("index", 0))
+
+
+# The watchdog of a forming multi-worker cluster runs in a small child process: while
+# TensorFlow waits for the cluster it holds the GIL (and ignores SIGTERM), so no thread of
+# this process would run.  The child reads its stdin until the parent writes a line (the
+# cluster formed) or the time runs out; then it names the tasks whose address accepts no
+# connection and kills the parent.
+_CLUSTER_WATCHDOG = """
+import json, os, select, signal, socket, sys
+parent, timeout, cluster, me = int(sys.argv[1]), float(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+ready, _, _ = select.select([sys.stdin], [], [], timeout)
+if ready:
+    sys.exit(0)
+missing = []
+for kind, addresses in cluster.items():
+    for index, address in enumerate(addresses):
+        if f"{kind} {index}" == me:
+            continue
+        host, _, port = str(address).rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+        except (OSError, ValueError):
+            missing.append(f"{kind} {index} ({address})")
+sys.stderr.write(
+    f"asvae-train: error: the multi-worker cluster of TF_CONFIG did not form within "
+    f"{timeout:g} s (--cluster-timeout); this task is {me}. Not reachable: "
+    f"{', '.join(missing) or '(every address answers; a task may still be starting)'}. "
+    "Start every task with its own TF_CONFIG, or check the addresses. The run directory "
+    "was not created or changed; this task is stopped (SIGKILL).\\n")
+sys.stderr.flush()
+os.kill(parent, signal.SIGKILL)
+"""
+
+
+def _make_strategy_within(training: TrainConfig, timeout: float) -> tf.distribute.Strategy:
+    """:func:`make_strategy`; for ``multiworker``, a process that waits more than
+    ``timeout`` seconds for the cluster to form (TensorFlow waits forever, and ignores
+    SIGTERM while it does) is stopped with a message naming the missing tasks."""
+    if training.strategy != "multiworker":
+        return make_strategy(training)
+    tasks = tf_config_tasks()
+    if tasks is None:
+        return make_strategy(training)
+    import subprocess
+
+    cluster, me = tasks
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", _CLUSTER_WATCHDOG, str(os.getpid()), str(timeout),
+         json.dumps(cluster), f"{me[0]} {me[1]}"], stdin=subprocess.PIPE)
+    try:
+        return make_strategy(training)
+    finally:
+        try:
+            watchdog.communicate(b"formed\n", timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            watchdog.kill()
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -682,7 +779,7 @@ def _train(spec: RunSpec, state: str, extra_callbacks) -> TrainResult:
     # First: tf.data's seeded shuffles and random streams combine their op seeds with
     # the global seed at creation, so the pipelines must see the same one in every run.
     keras.utils.set_random_seed(spec.seed)
-    strategy = make_strategy(training)
+    strategy = _make_strategy_within(training, spec.cluster_timeout)
     D.per_replica_batch_size(data.batch_size, strategy.num_replicas_in_sync)
     chief = is_chief(strategy)
 
