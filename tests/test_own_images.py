@@ -52,7 +52,7 @@ def fashion():
 @pytest.fixture(scope="module")
 def fashion_folder(tmp_path_factory, fashion):
     """160 Fashion-MNIST images in class folders: PNG, and every fifth as JPEG; one
-    corrupt PNG."""
+    corrupt PNG and one truncated JPEG."""
     root = tmp_path_factory.mktemp("fashion")
     images, labels = fashion
     for i, (image, label) in enumerate(zip(images, labels)):
@@ -63,6 +63,8 @@ def fashion_folder(tmp_path_factory, fashion):
         else:
             Image.fromarray(image).save(folder / f"{i:04d}.png")
     (root / "class_0" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    jpeg = next(root.rglob("*.jpg")).read_bytes()
+    (root / "class_1" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])  # a cut download
     (root / "README.txt").write_text("not an image")
     return root
 
@@ -92,9 +94,11 @@ def test_folder_of_png_and_jpeg_with_a_corrupt_file(fashion_folder, fashion):
     assert spec.image_shape == (28, 28, 1) and spec.pixels == "natural"
     assert sum(spec.num_examples.values()) == 160
     assert info.class_names == tuple(f"class_{k}" for k in range(10))
-    # The corrupt file is skipped, named, counted; the text file is not an image.
-    assert [f for f, _ in info.skipped] == ["class_0/corrupt.png"]
-    assert info.summary()["skipped_files"] == 1
+    # The corrupt and the truncated files are skipped, named, counted; the text file is
+    # not an image.
+    assert [f for f, _ in info.skipped] == ["class_0/corrupt.png", "class_1/truncated.jpg"]
+    assert "truncated JPEG" in info.skipped[1][1]
+    assert info.summary()["skipped_files"] == 2
 
     # Evaluation: bin centres of the stored 8-bit values, in the split's file order.
     x, raw = next(iter(D.load_split(config, "test", training=False, with_raw=True)))
@@ -434,7 +438,7 @@ def test_train_evaluate_export_on_a_folder_and_relaunch(tmp_path, fashion_folder
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["preset"] == "conv" and config["data"]["image_size"] == [16, 16]
     history = json.loads((run / "history.json").read_text())
-    assert history["skipped_files"] == [1.0]
+    assert history["skipped_files"] == [2.0]
     data = json.loads((run / "data.json").read_text())
     assert data["skipped"][0]["file"] == "class_0/corrupt.png"
     assert data["image_shape"] == [16, 16, 1] and data["pixels"] == "natural"

@@ -45,8 +45,9 @@ first images is 0 or 255 (folders: 1-bit images, or the first
 are ``"intensity"`` (the value is the probability of a binary pixel, as MNIST).
 ``pixels=...`` declares the kind instead.
 
-Corrupt files (folders). A file whose header cannot be read, or which fails PIL's
-integrity check (PNG CRCs, truncation), is **skipped**: the description lists it in
+Corrupt files (folders). A file whose header cannot be read, which fails PIL's
+integrity check (PNG CRCs and truncation), or a JPEG/GIF without its end marker
+(truncated), is **skipped**: the description lists it in
 ``skipped`` with the reason, the training program prints the count and the names and
 records them in ``RUN/data.json`` and as ``skipped_files`` in ``history.json``. A
 folder in which every image is corrupt is an error. A file that passes the check but
@@ -240,6 +241,20 @@ def _pixels(config, detected_binary: bool, default: str) -> str:
 # Folders
 
 
+def _check_end(path, image_format) -> None:
+    """Raises OSError for a JPEG without its end-of-image marker or a GIF without its
+    trailer (a truncated download; PIL's verify() does not look at the end)."""
+    ends = {"JPEG": b"\xff\xd9", "GIF": b"\x3b"}.get(image_format)
+    if ends is None:
+        return
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64))
+        tail = f.read().rstrip(b"\x00\r\n ")
+    if not tail.endswith(ends):
+        raise OSError(f"truncated {image_format} file (no end marker)")
+
+
 def _describe_folder(config, arg) -> SourceInfo:
     from PIL import Image
 
@@ -251,8 +266,13 @@ def _describe_folder(config, arg) -> SourceInfo:
     if not root.is_dir():
         raise _error(f"{str(root)!r} is not a folder. Expected folder:PATH to name a "
                      "folder of images (use npz:PATH for an .npz file).")
-    files, others = [], []
+    files, others, seen = [], [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symbolic link back up the tree
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in sorted(filenames):
             if f.startswith("."):
@@ -275,6 +295,7 @@ def _describe_folder(config, arg) -> SourceInfo:
             with Image.open(path) as im:
                 size, mode = im.size, im.mode
                 im.verify()  # PNG CRCs and truncation; JPEG/BMP/GIF: the structure
+            _check_end(path, im.format)
         except Exception as e:  # noqa: BLE001 - any unreadable file is skipped
             skipped.append((rel, f"{type(e).__name__}: {e}"))
             continue
