@@ -464,3 +464,28 @@ def test_train_evaluate_export_on_a_folder_and_relaunch(tmp_path, fashion_folder
     # With another budget it is a different run: refused, naming the difference.
     with pytest.raises(ValueError, match="training.epochs: 1 in the directory, 2 requested"):
         T.check_run_dir(T.parse(["--config", str(run / "config.json"), "--epochs", "2"]))
+
+
+def test_interrupted_folder_run_resumes_from_its_config_json(tmp_path, fashion_folder):
+    import keras
+
+    class Interrupt(keras.callbacks.Callback):
+        """Stops the run at the first step of epoch 1 (epoch 0 is backed up)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt("interrupted")
+
+    run = tmp_path / "run"
+    argv = ["--dataset", f"folder:{fashion_folder}", "--model", "vae", "--image-size", "12",
+            "12", "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "1",
+            "--validation-steps", "1", "--latent-dim", "2", "--num-images", "0",
+            "--verbose", "0", "--run-dir", str(run), "--no-export"]
+    with pytest.raises(KeyboardInterrupt):
+        T.train(T.parse(argv), callbacks=[Interrupt()])
+    assert json.loads((run / "history.json").read_text())["epoch"] == [0]
+    spec = T.parse(["--config", str(run / "config.json"), "--no-export"])
+    assert T.check_run_dir(spec) == "resume"
+    result = T.train(spec)
+    assert result.status == "resumed" and result.initial_epoch == 1
+    assert json.loads((run / "history.json").read_text())["epoch"] == [0, 1]
