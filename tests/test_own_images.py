@@ -149,6 +149,20 @@ def test_folder_labels_come_from_class_folders(fashion_folder, fashion):
         assert image.shape == (28, 28, 1)
 
 
+def test_pipeline_functions_for_model_fit(fashion_folder, tmp_path, fashion):
+    train = D.image_folder(fashion_folder, "train", 16, image_size=(32, 32))
+    x = next(iter(train))
+    assert x.shape == (16, 32, 32, 1) and x.dtype == tf.float32
+    test = D.image_folder(fashion_folder, "test", 16)
+    first = next(iter(test)).numpy()
+    np.testing.assert_array_equal(first, next(iter(D.image_folder(fashion_folder, "test",
+                                                                  16))).numpy())
+    np.savez(tmp_path / "a.npz", images=fashion[0][:40])
+    assert next(iter(D.npz_images(tmp_path / "a.npz", "train", 4))).shape == (4, 28, 28, 1)
+    with tfds.testing.mock_data(num_examples=8):
+        assert next(iter(D.tfds_images("cifar100", "test", 4))).shape == (4, 32, 32, 3)
+
+
 def test_split_by_path_hash_is_stable_when_files_are_added(tmp_path, fashion):
     images = fashion[0]
     for i in range(40):

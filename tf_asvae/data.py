@@ -102,6 +102,9 @@ __all__ = [
     "to_uint8",
     "add_data_flags",
     "data_config_from_flags",
+    "image_folder",
+    "tfds_images",
+    "npz_images",
 ]
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -960,6 +963,36 @@ def load_split(
     return ds.prefetch(AUTOTUNE)
 
 
+def _source_pipeline(name, split, batch_size, training, options) -> tf.data.Dataset:
+    config = DataConfig(name, batch_size, **options)
+    return load_split(config, split, training=split == "train" if training is None
+                      else training)
+
+
+def image_folder(path, split: str = "train", batch_size: int = 64, *,
+                 training: bool | None = None, **options) -> tf.data.Dataset:
+    """The ``split`` of a folder of images as a batched pipeline for ``model.fit``:
+    ``load_split(DataConfig("folder:" + path, batch_size, **options), split, ...)``.
+    ``training`` defaults to ``split == "train"`` (shuffled, dequantised, whole
+    batches); ``options`` are :class:`DataConfig` fields (``image_size=(48, 48)``,
+    ``channels=3``, ``crop="none"``, ``split_fractions=...``, ``seed=...``)."""
+    return _source_pipeline(f"folder:{os.fspath(path)}", split, batch_size, training, options)
+
+
+def tfds_images(name: str, split: str = "train", batch_size: int = 64, *,
+                training: bool | None = None, **options) -> tf.data.Dataset:
+    """Like :func:`image_folder` for any TFDS image data set (``"svhn_cropped"``,
+    ``"celeb_a"``); ``options`` include ``train_split="train[:90%]"``,
+    ``image_key``, ``data_dir``, ``manual_dir``."""
+    return _source_pipeline(f"tfds:{name}", split, batch_size, training, options)
+
+
+def npz_images(path, split: str = "train", batch_size: int = 64, *,
+               training: bool | None = None, **options) -> tf.data.Dataset:
+    """Like :func:`image_folder` for the images of an ``.npz`` file."""
+    return _source_pipeline(f"npz:{os.fspath(path)}", split, batch_size, training, options)
+
+
 def distributed_dataset(
     strategy: tf.distribute.Strategy,
     config: DataConfig,
@@ -1044,6 +1077,8 @@ def add_data_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help="size of the images fed to the model (default: the data's own)")
     group.add_argument("--channels", type=int, default=None, choices=(1, 3),
                        help="1 (grey) or 3 (RGB); default: 1 if every image is grey")
+    group.add_argument("--resize", dest="resize", action="store_true", default=True,
+                       help="scale images of another size (the default)")
     group.add_argument("--no-resize", dest="resize", action="store_false",
                        help="never scale images (only --crop center may change their size)")
     group.add_argument("--crop", default="center", choices=list(CROP_MODES),
