@@ -366,7 +366,8 @@ def test_inception_without_weights_is_a_clear_error(monkeypatch, tmp_path, capsy
         C.load_classifier(str(tmp_path / "missing.keras"))
     # Through the program: exit status 2 and the same advice.
     (tmp_path / "config.json").write_text("{}")
-    (tmp_path / "best.keras").write_text("")
+    # A whole checkpoint (an empty file is now refused before the classifier is loaded).
+    tf_asvae.build_model("vae", "synthetic").build_all().save(tmp_path / "best.keras")
     _fails(["--run-dir", str(tmp_path), "--metrics", "is", "--classifier", "inception_v3"],
            capsys, "inception_v3_weights_tf_dim_ordering_tf_kernels.h5")
 
