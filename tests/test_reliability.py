@@ -169,6 +169,16 @@ def test_train_refuses_a_run_dir_below_an_unwritable_directory(tmp_path, capsys)
         locked.chmod(0o700)
 
 
+def test_a_model_too_large_for_memory_is_refused_before_the_run_directory(tmp_path, capsys,
+                                                                          monkeypatch):
+    # As if this machine had 1 MiB: the VAE's weights x 4 copies do not fit.
+    monkeypatch.setattr(T.os, "sysconf",
+                        lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 256}[name])
+    err = _exit_message(T.main, _train_argv(tmp_path, "--latent-dim", "7"), capsys)
+    assert "Lower --latent-dim or --flow-length" in err and "latent_dim=7" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_minimum_batch_is_known_per_model():
     assert tf_asvae.ASVAE.minimum_batch_size() == 2
     assert tf_asvae.ASVAE_G.minimum_batch_size() == 2

@@ -592,6 +592,25 @@ os.kill(parent, signal.SIGKILL)
 """
 
 
+def _check_model_memory(model, spec: RunSpec) -> None:
+    """ValueError (before the optimizers and the run directory exist) if the weights
+    with their gradients and two Adam moments (4 float32 copies) exceed this machine's
+    memory; names the settings that size the networks."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return
+    need = 16 * model.count_params()
+    if need > total:
+        flows = spec.model.flows
+        raise ValueError(
+            f"The model has {model.count_params():,} weights; with their gradients and "
+            f"Adam's two moments training needs {need / 2 ** 30:.1f} GiB, more than this "
+            f"machine's {total / 2 ** 30:.1f} GiB. Lower --latent-dim or --flow-length. "
+            f"Received: latent_dim={spec.model.latent_dim}, "
+            f"flow_length={flows.posterior_flow_length}.")
+
+
 def _make_strategy_within(training: TrainConfig, timeout: float) -> tf.distribute.Strategy:
     """:func:`make_strategy`; for ``multiworker``, a process that waits more than
     ``timeout`` seconds for the cluster to form (TensorFlow waits forever, and ignores
@@ -827,6 +846,7 @@ def _train(spec: RunSpec, state: str, extra_callbacks) -> TrainResult:
     keras.utils.set_random_seed(spec.seed)  # again: the weights do not depend on the data
     with strategy.scope():
         model = tf_asvae.model_from_config(spec.model, seed=spec.seed)
+        _check_model_memory(model.build_all(), spec)
         model.compile(learning_rate=training.learning_rate, jit_compile=training.jit_compile)
 
     # Outputs: the chief writes the run directory; other workers a temporary one.
