@@ -415,8 +415,11 @@ class ResumeBestState(keras.callbacks.Callback):
     """
 
     def __init__(self, history_path, checkpoint=None, early_stopping=None, best_path=None,
-                 monitor=MONITOR):
+                 monitor=MONITOR, repair=True):
         super().__init__()
+        # Whether a damaged best checkpoint may be moved aside (only by the process that
+        # writes the run directory: not by a non-chief worker reading the chief's).
+        self.repair = repair
         self.history_path = os.fspath(history_path)
         self.checkpoint = checkpoint
         self.early_stopping = early_stopping
@@ -473,12 +476,13 @@ class ResumeBestState(keras.callbacks.Callback):
         """A damaged best checkpoint: moved aside, and best-model tracking restarts at
         the resumed epoch (whose end writes a new one)."""
         aside = self.best_path + ".damaged"
-        os.replace(self.best_path, aside)
-        self.damaged_best = aside
+        if self.repair:
+            os.replace(self.best_path, aside)
+            self.damaged_best = aside
         print(f"Warning: the best checkpoint {self.best_path!r} cannot be loaded: {problem}. "
-              f"Moved it to {aside!r}; the best checkpoint restarts from epoch "
-              f"{self.resumed_from} (the backup holds the weights to resume from).",
-              file=sys.stderr)
+              + (f"Moved it to {aside!r}; " if self.repair else "")
+              + f"the best checkpoint restarts from epoch {self.resumed_from} (the backup "
+              "holds the weights to resume from).", file=sys.stderr)
         if checkpoint is not None:
             checkpoint.best = None
         if early_stopping is not None:

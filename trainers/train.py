@@ -903,7 +903,7 @@ def _fit_and_finish(spec, state, model, out_dir, train_ds, val_ds, steps, val_st
             training.patience, training.min_delta, training.restore_best_weights,
             verbose=1 if spec.verbose else 0)
         resume = cbs.ResumeBestState(shared(HISTORY_FILE), checkpoint, early_stopping,
-                                     best_path=shared(BEST_FILE))
+                                     best_path=shared(BEST_FILE), repair=chief)
         callbacks = [
             backup,                                          # restores first
             cbs.RecalibrateBatchNorm(diagnostic_images, seed=spec.seed),
