@@ -101,6 +101,7 @@ __all__ = [
     "synthetic_four_points",
     "to_uint8",
     "add_data_flags",
+    "add_source_flags",
     "data_config_from_flags",
     "image_folder",
     "tfds_images",
@@ -1072,6 +1073,15 @@ def add_data_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--no-cache", dest="cache", action="store_false")
     group.add_argument("--cache-dir", default=None,
                        help="cache decoded images in files in this folder")
+    return add_source_flags(parser)
+
+
+def add_source_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds the options of folder/tfds/npz sources alone (``--image-size --channels
+    --resize/--no-resize --crop --pixels --split-fractions --split-seed --train-split
+    --validation-split --test-split --image-key``): for programs that read a source
+    the way the trainer does without its pipeline flags (``trainers.train_classifier``).
+    """
     group = parser.add_argument_group("your own images (folder:, tfds:, npz: sources)")
     group.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                        help="size of the images fed to the model (default: the data's own)")
@@ -1114,7 +1124,9 @@ def _absolute_source(name: str) -> str:
 
 
 def data_config_from_flags(args: argparse.Namespace) -> DataConfig:
-    """The :class:`DataConfig` of flags added by :func:`add_data_flags`."""
+    """The :class:`DataConfig` of flags added by :func:`add_data_flags` (or of
+    ``--dataset --batch-size --data-dir --manual-dir`` and :func:`add_source_flags`;
+    missing pipeline flags take DataConfig's defaults)."""
     get = lambda key, default=None: getattr(args, key, default)  # noqa: E731
     fractions = get("split_fractions")
     return DataConfig(
@@ -1122,12 +1134,12 @@ def data_config_from_flags(args: argparse.Namespace) -> DataConfig:
         batch_size=args.batch_size,
         data_dir=args.data_dir,
         manual_dir=args.manual_dir if args.manual_dir is not None else _env_manual_dir(),
-        seed=args.data_seed,
-        binarize=args.binarize,
-        dequantize=args.dequantize,
-        max_examples=args.max_examples,
-        shuffle_buffer=args.shuffle_buffer,
-        cache=get("cache_dir") or args.cache,
+        seed=get("data_seed", 0),
+        binarize=get("binarize", "none"),
+        dequantize=get("dequantize", True),
+        max_examples=get("max_examples"),
+        shuffle_buffer=get("shuffle_buffer", 10_000),
+        cache=get("cache_dir") or get("cache", True),
         image_size=None if get("image_size") is None else tuple(get("image_size")),
         channels=get("channels"),
         resize=get("resize", True),

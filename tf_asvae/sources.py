@@ -16,7 +16,9 @@ A data source is named by a string with a prefix (the command line's ``--dataset
 ``npz:PATH``
     A NumPy ``.npz`` file: uint8 images ``[N, H, W(, C)]`` or floats in ``[0, 1]``.
     One array split by a seeded hash of each index, or one array per split
-    (``train_split="x_train"`` ...).
+    (``train_split="x_train"`` ...). Labels, for a classifier (:func:`label_classes`),
+    are an integer array beside each image array: ``labels`` for ``images``,
+    ``y_train`` for ``x_train``, ``K_labels`` for any ``K``.
 
 Before any work the source is *described* (:func:`describe`): files are listed and
 their headers read, TFDS builders prepared, arrays checked. Every problem raises
@@ -66,7 +68,7 @@ import numpy as np
 
 __all__ = ["SOURCE_KINDS", "IMAGE_EXTENSIONS", "BINARY_PROBE_FILES", "SourceInfo",
            "parse_source", "is_source", "run_name_part", "split_of", "describe", "raw_dataset",
-           "labelled_dataset", "clear_cache"]
+           "labelled_dataset", "label_classes", "clear_cache"]
 
 SOURCE_KINDS = ("folder", "tfds", "npz")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -685,20 +687,97 @@ def raw_dataset(config, split: str, *, shuffle_files: bool, seed: int,
     return ds.map(lambda x: _convert(x, info, config), num_parallel_calls=autotune)
 
 
+LABEL_KEYS_DOC = ("an NPZ image array K has labels in the array K_labels, or with "
+                  "'images'/'image'/'x' at the start of K read as 'labels'/'label'/'y' "
+                  "(images -> labels, x_train -> y_train)")
+
+
+def _npz_label_key(image_key: str, keys) -> str | None:
+    """The label array beside NPZ image array ``image_key`` (see :data:`LABEL_KEYS_DOC`)."""
+    candidates = [f"{image_key}_labels", f"{image_key}_label"]
+    for images, labels in (("images", "labels"), ("image", "label"), ("x", "y")):
+        if image_key.startswith(images):
+            candidates.append(labels + image_key[len(images):])
+    return next((c for c in candidates if c in keys), None)
+
+
+def _npz_labels(config, info: SourceInfo) -> dict:
+    """Per split, the int64 labels of an NPZ source (ValueError when there are none)."""
+    path = pathlib.Path(info.location)
+    with np.load(path, allow_pickle=False) as archive:
+        keys = list(archive.files)
+        out = {}
+        for split in SPLITS:
+            image_key, index = info.items[split]
+            label_key = _npz_label_key(image_key, keys)
+            if label_key is None:
+                raise ValueError(
+                    f"{str(path)!r} has no label array for its image array {image_key!r}, so "
+                    f"its images have no labels ({LABEL_KEYS_DOC}). Arrays: {keys}.")
+            labels = archive[label_key]
+            n = archive[image_key].shape[0]
+            if labels.ndim != 1 or labels.dtype.kind not in "iub" or len(labels) != n:
+                raise ValueError(
+                    f"The label array {label_key!r} of {str(path)!r} must hold one integer "
+                    f"per image of {image_key!r} ({n}). Received: shape {labels.shape}, "
+                    f"dtype {labels.dtype}.")
+            if len(labels) and labels.min() < 0:
+                raise ValueError(f"The label array {label_key!r} of {str(path)!r} holds "
+                                 f"negative labels (min {labels.min()}); expected class "
+                                 "indices >= 0.")
+            labels = labels.astype(np.int64)
+            out[split] = labels if index is None else labels[index]
+    return out
+
+
+def label_classes(config) -> tuple:
+    """The class names of a source's labels (folders: the class sub-folders; TFDS: the
+    ``label`` feature's names; NPZ: ``"0" ... str(max label)``). Raises ValueError for
+    a source without labels (a flat folder, images at the top of a folder of class
+    sub-folders, a TFDS set without a ``label`` class feature, an NPZ file without a
+    label array) and :class:`tf_asvae.data.DataError` for unreadable data."""
+    info = describe(config)
+    if info.kind == "folder":
+        if not info.class_names:
+            raise ValueError(f"The folder {info.location!r} has no class sub-folders, so its "
+                             "images have no labels. Expected one sub-folder per class "
+                             "(PATH/cats/*.png, PATH/dogs/*.png).")
+        loose = [p for s in SPLITS for p, label in zip(info.items[s], info.labels[s])
+                 if label < 0]
+        if loose:
+            raise ValueError(
+                f"{len(loose)} images of {info.location!r} lie at its top level, outside the "
+                f"class sub-folders {list(info.class_names)}, and have no label (e.g. "
+                f"{os.path.relpath(loose[0], info.location)!r}). Move them into a class "
+                "sub-folder or out of the folder.")
+        return tuple(info.class_names)
+    if info.kind == "tfds":
+        import tensorflow_datasets as tfds
+
+        features = tfds.builder(info.location, data_dir=config.data_dir).info.features
+        label = features["label"] if "label" in features else None
+        if not isinstance(label, tfds.features.ClassLabel):
+            raise ValueError(f"TFDS data set {info.location!r} has no 'label' class feature, "
+                             f"so its images have no labels. Features: {sorted(features)}.")
+        return tuple(label.names)
+    labels = _npz_labels(config, info)
+    top = max((int(v.max()) for v in labels.values() if len(v)), default=0)
+    return tuple(str(i) for i in range(top + 1))
+
+
 def labelled_dataset(config, split: str):
     """``(uint8 image, int64 label)`` pairs of one split, in order, unbatched: the class
-    sub-folder's index in ``class_names`` (folders), or the TFDS ``label`` feature. For a
-    classifier (the models ignore labels). ValueError for a source without labels."""
+    sub-folder's index in ``class_names`` (folders), the TFDS ``label`` feature, or the
+    NPZ label array (see :data:`LABEL_KEYS_DOC`). For a classifier (the models ignore
+    labels). ValueError for a source without labels (:func:`label_classes`)."""
     import tensorflow as tf
 
     info = describe(config)
+    label_classes(config)
     if info.kind == "folder":
-        labels = info.labels[split]
-        if not info.class_names:
-            raise ValueError(f"The folder {info.location!r} has no class sub-folders, so its "
-                             "images have no labels.")
         ds = tf.data.Dataset.from_tensor_slices(
-            (tf.constant(list(info.items[split]), tf.string), tf.constant(labels, tf.int64)))
+            (tf.constant(list(info.items[split]), tf.string),
+             tf.constant(info.labels[split], tf.int64)))
 
         def load(path, label):
             img = tf.io.decode_image(tf.io.read_file(path), channels=0, dtype=tf.uint8,
@@ -710,12 +789,10 @@ def labelled_dataset(config, split: str):
         import tensorflow_datasets as tfds
 
         builder = tfds.builder(info.location, data_dir=config.data_dir)
-        if "label" not in builder.info.features:
-            raise ValueError(f"TFDS data set {info.location!r} has no 'label' feature. "
-                             f"Features: {sorted(builder.info.features)}.")
         ds = builder.as_dataset(split=info.items[split], shuffle_files=False)
         key = info.image_key
         return ds.map(lambda ex: (_convert(ex[key], info, config),
                                   tf.cast(ex["label"], tf.int64)))
-    raise ValueError(f"{info.kind}: sources have no labels; use a folder with class "
-                     "sub-folders or a TFDS data set with a 'label' feature.")
+    labels = tf.data.Dataset.from_tensor_slices(_npz_labels(config, info)[split])
+    images = raw_dataset(config, split, shuffle_files=False, seed=0)
+    return tf.data.Dataset.zip((images, labels))
