@@ -503,3 +503,97 @@ def test_interrupted_folder_run_resumes_from_its_config_json(tmp_path, fashion_f
     result = T.train(spec)
     assert result.status == "resumed" and result.initial_epoch == 1
     assert json.loads((run / "history.json").read_text())["epoch"] == [0, 1]
+
+
+# --------------------------------------------------------------------------------------
+# A classifier for the sample-quality formulas, on a labelled source
+
+
+def test_classifier_trains_on_a_labelled_folder_and_npz(tmp_path, fashion_folder, fashion,
+                                                        capsys):
+    from tf_asvae.evaluation import classifiers as C
+    from trainers import train_classifier as TC
+
+    out = tmp_path / "clf" / "fashion.keras"
+    assert TC.main(["--dataset", f"folder:{fashion_folder}", "--out", str(out),
+                    "--epochs", "1", "--batch-size", "32", "--verbose", "0"]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    spec = D.DataConfig(f"folder:{fashion_folder}", 8).spec
+    assert meta["class_names"] == [f"class_{k}" for k in sorted(set(fashion[1].tolist()))]
+    assert meta["num_classes"] == len(meta["class_names"])
+    assert meta["num_train_examples"] == spec.num_examples["train"]
+    assert meta["num_test_examples"] == spec.num_examples["test"]
+    assert meta["image_shape"] == [28, 28, 1] and meta["pixels"] == "natural"
+    classifier = C.load_classifier(str(out))
+    assert classifier.image_shape == (28, 28, 1)
+    assert C.read_metadata(str(out))["dataset"] == f"folder:{fashion_folder}"
+    # The images are the evaluation pipeline's (bin centres), the labels the folders'.
+    config = D.DataConfig(f"folder:{fashion_folder}", 8)
+    x, y = TC.load_labelled(config, "test")
+    x_eval = np.concatenate([b.numpy() for b in D.load_split(config, "test", training=False)])
+    np.testing.assert_array_equal(x, x_eval)
+    names = spec.source.class_names
+    for label, path in zip(y, spec.source.items["test"]):
+        assert names[label] == f"class_{fashion[1][int(pathlib.Path(path).stem)]}"
+    # NPZ: a label array beside the image array (labels for images, y_train for x_train).
+    images, labels = fashion[0][:60], fashion[1][:60]
+    np.savez(tmp_path / "one.npz", images=images, labels=labels)
+    one = D.DataConfig(f"npz:{tmp_path / 'one.npz'}", 8, split_fractions=(0.6, 0.2, 0.2))
+    assert sources.label_classes(one) == tuple(str(i) for i in range(labels.max() + 1))
+    x, y = TC.load_labelled(one, "test")
+    np.testing.assert_array_equal(y, labels[one.spec.source.items["test"][1]])
+    np.savez(tmp_path / "per.npz", x_train=images[:40], y_train=labels[:40],
+             x_val=images[40:50], y_val=labels[40:50], x_test=images[50:], y_test=labels[50:])
+    per = D.DataConfig(f"npz:{tmp_path / 'per.npz'}", 8, train_split="x_train",
+                       validation_split="x_val", test_split="x_test")
+    x, y = TC.load_labelled(per, "test")
+    assert x.shape == (10, 28, 28, 1)
+    np.testing.assert_array_equal(y, labels[50:])
+
+
+def _write_pngs(folder, images):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i}.png")
+
+
+CLASSIFIER_SOURCE_CASES = [
+    ("flat-folder", lambda root, im, lab: _write_pngs(root, im[:20]) or f"folder:{root}", [],
+     ["no class sub-folders", "no labels"]),
+    ("images-outside-class-folders",
+     lambda root, im, lab: (_write_pngs(root / "a", im[:10]), _write_pngs(root / "b", im[10:20]),
+                            _write_pngs(root, im[20:23])) and f"folder:{root}", [],
+     ["3 images", "top level", "no label", "['a', 'b']"]),
+    ("one-class", lambda root, im, lab: _write_pngs(root / "only", im[:20]) or f"folder:{root}",
+     [], ["at least 2 classes", "['only']"]),
+    ("npz-without-labels",
+     lambda root, im, lab: np.savez(root.with_suffix(".npz"), images=im[:20])
+     or f"npz:{root.with_suffix('.npz')}", [], ["no label array", "'images'", "labels"]),
+    ("npz-labels-of-another-length",
+     lambda root, im, lab: np.savez(root.with_suffix(".npz"), images=im[:20], labels=lab[:19])
+     or f"npz:{root.with_suffix('.npz')}", [], ["'labels'", "one integer per image", "(19,)"]),
+    ("size-the-classifier-does-not-take",
+     lambda root, im, lab: (_write_pngs(root / "a", im[:10]), _write_pngs(root / "b", im[10:20]))
+     and f"folder:{root}", ["--image-size", "40", "40"], ["28x28x1 or 32x32x3", "40x40x1"]),
+    ("registered-set-without-labels", lambda root, im, lab: "binarized_mnist", [],
+     ["binarized_mnist", "folder:PATH of class sub-folders"]),
+]
+
+
+@pytest.mark.parametrize("make, extra, fragments", [c[1:] for c in CLASSIFIER_SOURCE_CASES],
+                         ids=[c[0] for c in CLASSIFIER_SOURCE_CASES])
+def test_classifier_refuses_sources_without_labels_before_any_write(tmp_path, capsys, fashion,
+                                                                    make, extra, fragments):
+    from trainers import train_classifier as TC
+
+    dataset = make(tmp_path / "data", *fashion)
+    if ":" in dataset:  # 20 images: every split gets some
+        extra = ["--split-fractions", "0.5", "0.25", "0.25", *extra]
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as info:
+        TC.main(["--dataset", dataset, "--out", str(tmp_path / "clf" / "c.keras"), *extra])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
