@@ -1,6 +1,7 @@
 """Training, sampling and evaluation speed and memory, measured side by side.
 
-    python -m benchmarks.run [--quick] [--out bench.json] [--presets mnist,cifar10]
+    python -m benchmarks.run [--quick] [--input-checks-only] [--out bench.json]
+        [--presets mnist,cifar10]
 
 Everything is measured in one process run (memory in child processes) so that ratios
 between models are meaningful on a noisy machine:
@@ -16,7 +17,12 @@ between models are meaningful on a noisy machine:
 * the input pipeline alone (images/s) against the fastest training step;
 * sampling throughput of an exported SavedModel's ``sample`` signature;
 * importance-sampled NLL throughput (examples x samples per second);
-* peak host memory (and GPU memory where there is one) of training at the default batch.
+* peak host memory (and GPU memory where there is one) of training at the default batch;
+* the cost per batch of the input checks that ``train_step``/``test_step`` run in the graph
+  (a min, a max and an is-finite over the batch behind an assertion, before any update),
+  isolated in a loop of calls with and without them, and its share of each model's
+  measured step time (``--input-checks-only`` measures that alone, with the steps it is
+  compared with).
 
 FLOP counts cover the ops TensorFlow's profiler knows (matmuls, convolutions and their
 gradients, elementwise ops); ops inside ``tf.while_loop`` bodies (the planar flow's
@@ -178,6 +184,51 @@ def step_flops(model, image_shape, batch):
     opts["output"] = "none"
     prof = tf.compat.v1.profiler.profile(graph=concrete.graph, options=opts)
     return int(prof.total_float_ops)
+
+
+def input_check_cost(model, image_shape, batch, calls=100, repeats=5):
+    """Milliseconds per batch of the in-graph input checks of ``train_step`` and
+    ``test_step`` (``BaseModel._step_images``: the shape, dtype and batch-partner checks
+    run once, when the step is traced; per batch run a min, a max and an is-finite over
+    the images and the assertion that holds back the step until they pass).
+
+    Isolated, since they are ~0.1% of a step, below the step time's noise: one
+    ``tf.function`` runs ``calls`` batches through the checks in a ``tf.while_loop``,
+    another the same loop without them; each batch is made anew in the loop (nothing
+    can be hoisted) and summed (nothing pruned) in both. The cost is the difference of
+    the median times over ``repeats``, divided by ``calls`` (it can come out slightly
+    negative on a noisy machine: read it as zero)."""
+    tf = _tf()
+    x0 = tf.random.stateless_uniform((batch,) + tuple(image_shape), [3, 4])
+
+    def loop(checked):
+        @tf.function
+        def run(x):
+            def body(i, total):
+                xi = x * (1.0 - 1e-7 * tf.cast(i, tf.float32))
+                if checked:
+                    xi = model._step_images(xi, "train_step")
+                return i + 1, total + tf.reduce_sum(xi)
+
+            return tf.while_loop(lambda i, _: i < calls, body,
+                                 (tf.constant(0), tf.constant(0.0)))[1]
+
+        return run
+
+    times = {}
+    for checked in (False, True):
+        run = loop(checked)
+        run(x0).numpy()  # trace and warm up
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run(x0).numpy()
+            samples.append(time.perf_counter() - t0)
+        times[checked] = statistics.median(samples)
+    return {"batch": batch, "calls": calls, "repeats": repeats,
+            "loop_ms_without_checks": 1000 * times[False],
+            "loop_ms_with_checks": 1000 * times[True],
+            "ms_per_batch": 1000 * (times[True] - times[False]) / calls}
 
 
 def pipeline_throughput(batch, seconds=5.0, manual=None, data_dir=None):
@@ -344,6 +395,9 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None, help="TFDS directory of prepared data")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="also measure under the mixed_bfloat16/mixed_float16 policy")
+    parser.add_argument("--input-checks-only", action="store_true",
+                        help="measure only the in-graph input checks' cost per batch and "
+                             "the graph-mode steps of --kinds it is compared with")
     args = parser.parse_args(argv)
     tf = _tf()
     presets = [p for p in args.presets.split(",") if p]
@@ -353,12 +407,14 @@ def main(argv=None):
             parser.error(f"unknown kind {k!r}; expected some of {KINDS}")
     batch = args.batch_size or (16 if args.quick else 64)
     steps, repeats = (3, 3) if args.quick else (20, 5)
-    jits = (False,) if (args.quick or args.no_jit) else (False, True)
+    only_checks = args.input_checks_only
+    jits = (False,) if (args.quick or args.no_jit or only_checks) else (False, True)
     # The quick run shortens the MNIST presets' 80-layer planar flow (compile time on CPU).
     overrides = {"posterior_flow_length": 2} if args.quick else {}
     results = {"machine": machine(), "settings": {
         "quick": args.quick, "batch_size": batch, "steps_per_repeat": steps,
-        "repeats": repeats, "overrides": overrides}, "train": {}, "flops": {}}
+        "repeats": repeats, "overrides": overrides, "input_checks_only": only_checks},
+        "train": {}, "flops": {}, "input_checks": {}}
     fastest = 0.0
 
     def measure(key, kind, preset, ov, jit, count_flops):
@@ -374,11 +430,25 @@ def main(argv=None):
 
     for preset in presets:
         ov = overrides if preset in ("mnist", "binarized_mnist", "fashion_mnist") else {}
-        for kind in ("keras_vae",) + tuple(kinds):
+        for kind in (() if only_checks else ("keras_vae",)) + tuple(kinds):
             for jit in jits:
                 rate = measure(f"{preset}/{kind}/{'xla' if jit else 'graph'}", kind, preset,
-                               ov, jit, count_flops=not jit)
+                               ov, jit, count_flops=not (jit or only_checks))
                 fastest = max(fastest, rate)
+        # The checks depend on the image shape and the batch, not on the model kind.
+        check_model, cfg = build("vae", preset, ov, False)
+        checks = input_check_cost(check_model, cfg.image_shape, batch,
+                                  calls=30 if args.quick else 200, repeats=repeats)
+        checks["share_of_step"] = {
+            kind: checks["ms_per_batch"] / results["train"][f"{preset}/{kind}/graph"]["step_ms"]
+            for kind in kinds if f"{preset}/{kind}/graph" in results["train"]}
+        results["input_checks"][preset] = checks
+        print(f"{preset + ' input checks':32s} {checks['ms_per_batch']:9.3f} ms per batch of "
+              f"{batch} (" + ", ".join(f"{k} {100 * v:.2f}%" for k, v in
+                                      checks["share_of_step"].items()) + " of the step)",
+              flush=True)
+        if only_checks:
+            continue
         if args.mixed_precision:
             import keras
 
@@ -416,6 +486,8 @@ def main(argv=None):
             ratios[key]["overhead_beyond_flops"] = (ratios[key]["time_ratio"]
                                                     / ratios[key]["flop_ratio"] - 1)
     results["ratios_to_keras_vae"] = ratios
+    if only_checks:
+        return _finish(results, args.out)
     results["input_pipeline"] = pipeline_throughput(batch, 2.0 if args.quick else 10.0,
                                                     args.manual_dir, args.data_dir)
     results["input_pipeline"]["vs_fastest_train_step"] = (
@@ -429,10 +501,14 @@ def main(argv=None):
     mem_kinds = ("keras_vae", "asvae") if args.quick else ("keras_vae",) + tuple(kinds)
     results["memory"] = {k: peak_memory(k, presets[0], overrides if presets[0] == "mnist"
                                         else {}, batch, 3) for k in mem_kinds}
-    with open(args.out, "w") as f:
+    return _finish(results, args.out)
+
+
+def _finish(results, out):
+    with open(out, "w") as f:
         json.dump(results, f, indent=2)
     print(render_table(results))
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return results
 
 
@@ -445,6 +521,15 @@ def render_table(results):
         f = ratio.get("flop_ratio")
         lines.append(f"| {key} | {r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
                      f"{'' if t is None else f'{t:.2f}'} | {'' if f is None else f'{f:.2f}'} |")
+    for preset, c in results.get("input_checks", {}).items():
+        shares = ", ".join(f"{k} {100 * v:.2f}%" for k, v in c["share_of_step"].items())
+        lines.append(f"\n{preset} in-graph input checks: {c['ms_per_batch']:.3f} ms per "
+                     f"batch of {c['batch']} ({c['calls']} calls: "
+                     f"{c['loop_ms_with_checks']:.1f} ms with, "
+                     f"{c['loop_ms_without_checks']:.1f} ms without)"
+                     + (f"; share of the step: {shares}" if shares else ""))
+    if "input_pipeline" not in results:
+        return "\n".join(lines)
     p = results["input_pipeline"]
     lines.append(f"\ninput pipeline: {p['images_per_s']:.0f} images/s ({p['source']}), "
                  f"{p['vs_fastest_train_step']:.1f}x the fastest training step")
