@@ -36,5 +36,26 @@ def test_quick_benchmark_on_the_synthetic_preset(tmp_path):
     for kind, m in results["memory"].items():
         assert "error" not in m, (kind, m)
         assert m["peak_rss_mib"] >= m["rss_before_training_mib"] > 100
+    checks = results["input_checks"]["synthetic"]
+    assert set(checks["share_of_step"]) == {"vae", "asvae"}
+    assert checks["loop_ms_with_checks"] > 0 and checks["loop_ms_without_checks"] > 0
     table = B.render_table(results)
     assert "synthetic/asvae/mixed_bfloat16" in table and "peak RSS while training" in table
+    assert "in-graph input checks" in table
+
+
+def test_input_checks_only(tmp_path):
+    """The in-graph input checks' cost per batch and its share of each step, alone."""
+    out = tmp_path / "bench.json"
+    results = B.main(["--quick", "--input-checks-only", "--presets", "synthetic",
+                      "--kinds", "vae,asvae", "--out", str(out)])
+    assert json.loads(out.read_text())["input_checks"] == results["input_checks"]
+    assert set(results["train"]) == {"synthetic/vae/graph", "synthetic/asvae/graph"}
+    checks = results["input_checks"]["synthetic"]
+    assert checks["calls"] == 30 and checks["batch"] == 16
+    step_ms = {k: results["train"][f"synthetic/{k}/graph"]["step_ms"] for k in ("vae", "asvae")}
+    for kind, share in checks["share_of_step"].items():
+        assert share == checks["ms_per_batch"] / step_ms[kind]
+    assert checks["loop_ms_with_checks"] > 0 and checks["loop_ms_without_checks"] > 0
+    assert "input_pipeline" not in results and "memory" not in results
+    assert "synthetic in-graph input checks" in B.render_table(results)
