@@ -1,5 +1,6 @@
 """Training on your own images (issue 14): image folders, any TFDS image data set, NPZ
-arrays, the conv preset family, run files, and the errors on bad input.
+arrays, the conv preset family, run files, IS/FID classifiers on labelled sources, and
+the errors on bad input.
 
 The folders are written during the test from the shared MNIST and Fashion-MNIST files
 (PNG and JPEG, nested class folders, a corrupt file, 40x40 images brought to 32x32
@@ -549,6 +550,19 @@ def test_classifier_trains_on_a_labelled_folder_and_npz(tmp_path, fashion_folder
     x, y = TC.load_labelled(per, "test")
     assert x.shape == (10, 28, 28, 1)
     np.testing.assert_array_equal(y, labels[50:])
+
+
+def test_classifier_data_from_tfds_labels_through_mock_data():
+    from trainers import train_classifier as TC
+
+    with tfds.testing.mock_data(num_examples=12):
+        config = D.DataConfig("tfds:svhn_cropped", 4)
+        assert TC.check_labelled(config) == tuple(str(i) for i in range(10))
+        x, y = TC.load_labelled(config, "test")
+        assert x.shape == (12, 32, 32, 3) and y.dtype == np.int64
+        assert 0 <= y.min() and y.max() < 10
+        with pytest.raises(ValueError, match="no 'label' class feature.*'image'"):
+            TC.check_labelled(D.DataConfig("tfds:binarized_mnist", 4))
 
 
 def _write_pngs(folder, images):
