@@ -155,7 +155,8 @@ def test_explicit_offset_makes_asvae_r_the_elbo_minus_the_network():
 
 def test_avb_offsets():
     x = tf.constant(_binary((2, 2, 1), 6))
-    for kind, offset, expect_prior in (("avb", "explicit", True), ("avb", "none", False),
+    for kind, offset, expect_prior in (("avb", "explicit", False), ("avb", "none", False),
+                                       ("avb", "prior", True),
                                        ("avb_ac", "explicit", False),
                                        ("avb_ac", "prior", True)):
         model = build_model(kind, "synthetic", critic_offset=offset)

@@ -202,9 +202,9 @@ class ObjectiveConfig:
       ``"prior"``: the prior's term ``-log p(z)`` (``-log N(z~)`` for T with adaptive
       contrast).  ``"explicit"``: every closed-form part: f_psi1 + ``log q(z|x) -
       log p(z)`` (the optimum minus this is ``log q(x) - log p_theta(x)``, a function of
-      x alone); AVB's q(z|x) has no density, so T gets the prior's term as with
-      ``"prior"``, and with adaptive contrast nothing (r matches q's moments, so the
-      known part of ``log q(z~|x) - log N(z~)`` is 0).  The encoder/decoder objective
+      x alone); AVB's q(z|x) has no density, so T gets nothing (its prior's term alone,
+      ``"prior"``, made AVB drift on the synthetic 2x2 images: exact log p(x) -1.585
+      against -1.404 without it, AVB Table 1 setting, docs/RESULTS.md).  The encoder/decoder objective
       uses the same critic output, so with ``"explicit"`` AS-VAE's first half is the
       ELBO minus the network's residual.
     generative_critic_offset: the same for AS-VAE's f_psi2: ``"prior"`` adds
