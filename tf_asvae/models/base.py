@@ -425,15 +425,7 @@ class BaseModel(keras.Model):
             raise ValueError(f"{where} must be a float array or tensor [batch, "
                              f"{', '.join(map(str, self.model_config.image_shape))}] in "
                              f"[0, 1]. Received: {type(x).__name__} ({e}).") from None
-        expected = tuple(self.model_config.image_shape)
-        if x.shape.rank != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"{where} must have shape [batch, {', '.join(map(str, expected))}] for "
-                f"preset {self.model_config.preset!r}. Received: shape={tuple(x.shape)}.")
-        if not x.dtype.is_floating:
-            hint = " (divide 8-bit images by 255)" if x.dtype == tf.uint8 else ""
-            raise ValueError(f"{where} must be float in [0, 1]{hint}. "
-                             f"Received: dtype={x.dtype.name}.")
+        self._check_image_spec(x, where)
         if x.shape[0] == 0:
             raise ValueError(f"{where} must hold at least one image. "
                              f"Received: shape={tuple(x.shape)}.")
@@ -451,6 +443,19 @@ class BaseModel(keras.Model):
                     f"{where} must lie in [0, 1]. Received: values in [{lo:.4g}, {hi:.4g}].")
             return tf.cast(x, tf.float32)
         return self._assert_image_values(tf.cast(x, tf.float32), where)
+
+    def _check_image_spec(self, x, subject):
+        """ValueError naming ``subject`` unless the tensor ``x`` is [batch, H, W, C] of
+        the preset's image shape and of a floating dtype (static checks only)."""
+        expected = tuple(self.model_config.image_shape)
+        if x.shape.rank != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"{subject} must have shape [batch, {', '.join(map(str, expected))}] for "
+                f"preset {self.model_config.preset!r}. Received: shape={tuple(x.shape)}.")
+        if not x.dtype.is_floating:
+            hint = " (divide 8-bit images by 255)" if x.dtype == tf.uint8 else ""
+            raise ValueError(f"{subject} must be float in [0, 1]{hint}. "
+                             f"Received: dtype={x.dtype.name}.")
 
     def _assert_image_values(self, x, where):
         """``x`` behind an in-graph check that its values are finite and in [0, 1] (a
@@ -691,15 +696,7 @@ class BaseModel(keras.Model):
                                  f"Received keys: {sorted(data)}.")
             data = data["image"]
         x = tf.convert_to_tensor(data)
-        expected = tuple(self.model_config.image_shape)
-        if x.shape.rank != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"{where}: images must have shape [batch, {', '.join(map(str, expected))}] "
-                f"for preset {self.model_config.preset!r}. Received: shape={tuple(x.shape)}.")
-        if not x.dtype.is_floating:
-            hint = " (divide 8-bit images by 255)" if x.dtype == tf.uint8 else ""
-            raise ValueError(f"{where}: images must be float in [0, 1]{hint}. "
-                             f"Received: dtype={x.dtype.name}.")
+        self._check_image_spec(x, f"{where}: images")
         need = self.minimum_batch_size()
         if x.shape[0] is not None and x.shape[0] < need:
             raise ValueError(
