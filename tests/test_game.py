@@ -321,9 +321,11 @@ def test_moment_matched_gaussian_diagonal_and_full():
         dists.moment_matched_gaussian(tf.constant(samples), "block")
 
 
-@pytest.mark.parametrize("covariance", ["diagonal", "full"])
-def test_adaptive_contrast_objective_is_eq_4_2_with_the_models_contrast(covariance):
-    model = build_model("avb_ac", "synthetic", ac_covariance=covariance, disc_dropout=0.0)
+@pytest.mark.parametrize("covariance,encoder", [("diagonal", "mlp"), ("full", "mlp"),
+                                                ("full", "basis")])
+def test_adaptive_contrast_objective_is_eq_4_2_with_the_models_contrast(covariance, encoder):
+    model = build_model("avb_ac", "synthetic", ac_covariance=covariance, disc_dropout=0.0,
+                        noise_encoder=encoder, noise_basis=3, noise_basis_mlp=(5,))
     model.build_all()
     x = tf.constant(_binary((2, 2, 1), 6))
     seeds = model._seeds(2)
@@ -336,6 +338,57 @@ def test_adaptive_contrast_objective_is_eq_4_2_with_the_models_contrast(covarian
     expected = -(-t - r.log_prob(z) + model.observation(z).log_prob(x)
                  + model._prior().log_prob(z))
     np.testing.assert_allclose(out["gen_loss"], expected, rtol=1e-4, atol=1e-3)
+
+
+def test_basis_noise_encoder_moments_are_the_codes_moments():
+    """z = z_0(x) + sum_k a_k(x) v_k(eps_k): with a linear basis v_k = W_k^T eps_k + b_k
+    the exact moments are E[z|x] = z_0 + sum_k a_k b_k and
+    Cov[z|x] = sum_k diag(a_k) W_k^T W_k diag(a_k); ``moments`` from many draws matches
+    them, and its mean equals the codes' mean for the same draws exactly (linearity)."""
+    from tf_asvae.networks import BasisNoiseEncoder
+
+    enc = BasisNoiseEncoder(3, 2, num_basis=4, mlp=(6,), basis_units=(), batch_norm=False)
+    x = tf.constant(images((4, 4, 1), 5))
+    eps = tf.random.stateless_normal([5, enc.noise_size], seed=(1, 2))
+    enc(x, eps)
+    h = enc.features(x) * 20.0        # coefficients well away from their small start
+    z0, a = (t.numpy() for t in enc.coefficients(h))
+    w, b = enc.basis_kernels[0].numpy(), enc.basis_biases[0].numpy()   # [K, E, D], [K, D]
+    mean = z0 + np.einsum("bkd,kd->bd", a, b)
+    cov = np.einsum("bkd,kde,bke->bde", a, np.einsum("kei,kej->kij", w, w), a)
+    draws = tf.random.stateless_normal([200_000, enc.noise_size], seed=(3, 4))
+    m_full, c_full = enc.moments(h, draws, "full")
+    m_diag, v_diag = enc.moments(h, draws, "diagonal")
+    np.testing.assert_allclose(m_full, mean, atol=2e-2 * np.abs(cov).max() ** 0.5)
+    np.testing.assert_allclose(c_full, cov, rtol=0.02, atol=0.02 * np.abs(cov).max())
+    np.testing.assert_allclose(v_diag, np.diagonal(cov, axis1=1, axis2=2), rtol=0.02)
+    np.testing.assert_allclose(m_diag, m_full)
+    few = draws[:50]
+    codes = enc.head(h, tf.broadcast_to(few[:, None], [50, 5, enc.noise_size]))
+    np.testing.assert_allclose(enc.moments(h, few)[0], tf.reduce_mean(codes, 0),
+                               rtol=1e-5, atol=1e-5)
+    # The coefficients start small: a_k(x) = elu(u - 5) + 1 > 0.
+    assert (a > 0).all()
+    with pytest.raises(ValueError, match="num_basis=0"):
+        BasisNoiseEncoder(3, 2, num_basis=0)
+
+
+def test_avb_with_the_basis_encoder_trains_and_its_contrast_is_exact():
+    from tf_asvae.networks import BasisNoiseEncoder
+
+    model = build_model("avb_ac", "synthetic", noise_encoder="basis", noise_basis=3,
+                        noise_basis_mlp=(5,), noise_dim=2)
+    assert isinstance(model.encoder, BasisNoiseEncoder) and model.encoder.noise_size == 6
+    model.compile()
+    x = tf.constant(_binary((2, 2, 1), 8))
+    before = [w.numpy().copy() for w in model.encoder.trainable_weights]
+    logs = model.train_step(x)
+    assert np.isfinite(float(logs["loss"]))
+    assert all(not np.array_equal(b, w.numpy())
+               for b, w in zip(before, model.encoder.trainable_weights)
+               if "basis" in w.path)
+    with pytest.raises(ValueError, match="noise_encoder='flow'"):
+        build_model("avb", "synthetic", noise_encoder="flow")
 
 
 # ------------------------------------------------------------------ gradient penalty

@@ -93,8 +93,8 @@ def _roundtrip(layer, *args):
 
 
 def test_network_layers_round_trip_their_configs_with_an_activation():
-    from tf_asvae.networks import (ConvTrunk, Decoder, GaussianEncoder, JointDiscriminator,
-                                   NoiseEncoder)
+    from tf_asvae.networks import (BasisNoiseEncoder, ConvTrunk, Decoder, GaussianEncoder,
+                                   JointDiscriminator, NoiseEncoder)
 
     keras.utils.set_random_seed(3)
     x = tf.random.stateless_uniform([2, 8, 8, 1], seed=(1, 2))
@@ -106,6 +106,7 @@ def test_network_layers_round_trip_their_configs_with_an_activation():
                        activation="gelu"), z)
     _roundtrip(GaussianEncoder(4, conv, (6,), activation="silu", min_scale=1e-2), x)
     _roundtrip(NoiseEncoder(4, 3, conv, (6,), (5,), activation="leaky_relu"), x, eps)
+    _roundtrip(BasisNoiseEncoder(4, 1, 3, conv, (6,), (5,), activation="elu"), x, eps)
     _roundtrip(JointDiscriminator(conv, (), (6,), (6,), activation="elu"), x, z)
     # The activation is used: ELU and ReLU networks with the same weights differ.
     relu, elu = ConvTrunk(conv, (6,)), ConvTrunk(conv, (6,), activation="elu")

@@ -56,6 +56,11 @@ class NetworkConfig:
     ``"average"`` (global average pooling, AS-VAE Figs. 5-8) or ``"flatten"`` (every
     position kept: a critic that must locate q(z|x), as AVB's T without adaptive
     contrast, needs to know more of x than the average of its features).
+    ``noise_encoder``: AVB's black-box encoder, ``"mlp"`` (noise concatenated to x's
+    features, then an MLP head) or ``"basis"`` (AVB Sec. 5's MNIST encoder: a
+    combination of ``noise_basis`` learned noise basis vectors, each an MLP
+    ``noise_basis_mlp`` of its own ``noise_dim`` noise units, with coefficients from x;
+    its moments are exact given the basis vectors', see ``BasisNoiseEncoder``).
     """
 
     architecture: str = "mnist"
@@ -70,6 +75,9 @@ class NetworkConfig:
     disc_x_pooling: str = "average"
     disc_joint_mlp: Tuple[int, ...] = (512, 512)
     noise_dim: int = 32
+    noise_encoder: str = "mlp"
+    noise_basis: int = 32
+    noise_basis_mlp: Tuple[int, ...] = (128, 128, 128)
     batch_norm: bool = True
     encoder_dropout: float = 0.0
     decoder_dropout: float = 0.0
@@ -89,8 +97,9 @@ class NetworkConfig:
                         f"{name} entries must be positive (filters, kernel, stride) "
                         f"triples. Received: {name}={value!r}."
                     )
+        _check_choice("noise_encoder", self.noise_encoder, ("mlp", "basis"))
         for name in ("encoder_mlp", "decoder_mlp", "disc_z_mlp", "disc_x_mlp",
-                     "disc_joint_mlp", "decoder_start"):
+                     "disc_joint_mlp", "decoder_start", "noise_basis_mlp"):
             value = tuple(int(v) for v in getattr(self, name))
             object.__setattr__(self, name, value)
             if any(v <= 0 for v in value):
@@ -103,6 +112,7 @@ class NetworkConfig:
                 f"Received: decoder_start={self.decoder_start!r}."
             )
         _check_int("noise_dim", self.noise_dim, 1)
+        _check_int("noise_basis", self.noise_basis, 1)
         for name in ("encoder_dropout", "decoder_dropout", "disc_dropout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:

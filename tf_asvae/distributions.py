@@ -39,29 +39,49 @@ def posterior(loc, scale, flow: tfb.Bijector | None = None) -> tfd.Distribution:
     return tfd.TransformedDistribution(base, flow)
 
 
+def _check_covariance(covariance: str) -> None:
+    if covariance not in ("diagonal", "full"):
+        raise ValueError(f"Unknown covariance: Received: covariance={covariance!r}. "
+                         "Expected 'diagonal' or 'full'.")
+
+
+def sample_moments(samples, covariance: str = "diagonal"):
+    """(mean [..., D], variance [..., D] or covariance [..., D, D]) of ``samples``
+    [S, ..., D] over axis 0 (the biased estimator, divided by S)."""
+    _check_covariance(covariance)
+    mean = tf.reduce_mean(samples, 0)
+    centred = samples - mean
+    if covariance == "diagonal":
+        return mean, tf.reduce_mean(tf.square(centred), 0)
+    s = tf.cast(tf.shape(samples)[0], samples.dtype)
+    return mean, tf.einsum("s...i,s...j->...ij", centred, centred) / s
+
+
+def gaussian_from_moments(mean, second, covariance: str = "diagonal",
+                          jitter: float = 1e-5, shrinkage: float = 1e-2
+                          ) -> tfd.Distribution:
+    """The Gaussian with ``mean`` [..., D] and ``second``: the variance [..., D]
+    (``covariance="diagonal"``) or the covariance [..., D, D] (``"full"``).  The full
+    covariance gets ``(shrinkage * mean variance + jitter) I`` added, which bounds its
+    condition number: whitening a nearly degenerate covariance would amplify rounding.
+    ``bijector.inverse`` of the result whitens codes: z~ = L^-1 (z - mean)."""
+    _check_covariance(covariance)
+    if covariance == "diagonal":
+        return tfd.MultivariateNormalDiag(mean, tf.sqrt(second + jitter))
+    ridge = shrinkage * tf.reduce_mean(tf.linalg.diag_part(second), -1) + jitter
+    cov = second + ridge[..., tf.newaxis, tf.newaxis] * tf.eye(tf.shape(mean)[-1],
+                                                               dtype=mean.dtype)
+    return tfd.MultivariateNormalTriL(mean, tf.linalg.cholesky(cov))
+
+
 def moment_matched_gaussian(samples, covariance: str = "diagonal",
                             jitter: float = 1e-5, shrinkage: float = 1e-2
                             ) -> tfd.Distribution:
     """The Gaussian with the mean and covariance of ``samples`` [S, ..., D] over axis 0:
-    diagonal (AVB's adaptive contrast, Sec. 4) or full (``covariance="full"``: a
-    Cholesky factor of the sample covariance plus ``(shrinkage * mean variance +
-    jitter) I``, which bounds its condition number: whitening a nearly degenerate
-    covariance would amplify rounding).  ``bijector.inverse`` of the result whitens
-    codes: z~ = L^-1 (z - mean)."""
-    mean = tf.reduce_mean(samples, 0)
-    centred = samples - mean
-    if covariance == "diagonal":
-        return tfd.MultivariateNormalDiag(
-            mean, tf.sqrt(tf.reduce_mean(tf.square(centred), 0) + jitter))
-    if covariance != "full":
-        raise ValueError(f"Unknown covariance: Received: covariance={covariance!r}. "
-                         "Expected 'diagonal' or 'full'.")
-    s = tf.cast(tf.shape(samples)[0], samples.dtype)
-    cov = tf.einsum("s...i,s...j->...ij", centred, centred) / s
-    ridge = shrinkage * tf.reduce_mean(tf.linalg.diag_part(cov), -1) + jitter
-    cov += ridge[..., tf.newaxis, tf.newaxis] * tf.eye(tf.shape(samples)[-1],
-                                                        dtype=samples.dtype)
-    return tfd.MultivariateNormalTriL(mean, tf.linalg.cholesky(cov))
+    diagonal (AVB's adaptive contrast, Sec. 4) or full (``covariance="full"``), as
+    :func:`gaussian_from_moments` builds it."""
+    mean, second = sample_moments(samples, covariance)
+    return gaussian_from_moments(mean, second, covariance, jitter, shrinkage)
 
 
 def split_gaussian_params(raw, channels: int, min_scale: float):

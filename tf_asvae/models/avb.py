@@ -48,7 +48,7 @@ from tf_asvae import distributions as dists
 from tf_asvae import objectives
 from tf_asvae.models.base import (AC_FIXED_SEED, SITE_AC_REF, SITE_POSTERIOR, SITE_PRIOR,
                                   BaseModel, median_over_last_axis)
-from tf_asvae.networks import NoiseEncoder
+from tf_asvae.networks import BasisNoiseEncoder, NoiseEncoder
 
 
 class _AVBBase(BaseModel):
@@ -59,10 +59,16 @@ class _AVBBase(BaseModel):
         cfg, net = self.model_config, self.model_config.network
         self.posterior_flow_params = None
         self.made_layers = []
-        self.encoder = NoiseEncoder(cfg.latent_dim, net.noise_dim, net.encoder_conv,
-                                    net.encoder_mlp, (max(256, 2 * cfg.latent_dim),),
-                                    net.batch_norm, net.encoder_dropout, net.activation,
-                                    name="encoder")
+        if net.noise_encoder == "basis":
+            self.encoder = BasisNoiseEncoder(
+                cfg.latent_dim, net.noise_dim, net.noise_basis, net.encoder_conv,
+                net.encoder_mlp, net.noise_basis_mlp, net.batch_norm, net.encoder_dropout,
+                net.activation, name="encoder")
+        else:
+            self.encoder = NoiseEncoder(cfg.latent_dim, net.noise_dim, net.encoder_conv,
+                                        net.encoder_mlp, (max(256, 2 * cfg.latent_dim),),
+                                        net.batch_norm, net.encoder_dropout,
+                                        net.activation, name="encoder")
 
     def _build_critics(self):
         self.critic_t = self._make_critic("T_psi")
@@ -77,7 +83,7 @@ class _AVBBase(BaseModel):
         return ("posterior_scale", "recon_gap")
 
     def _encode_noise(self, h, seeds, site, batch, lead=(), training=False):
-        eps = self._draw(seeds, site, batch, [self.model_config.network.noise_dim], lead=lead)
+        eps = self._draw(seeds, site, batch, [self.encoder.noise_size], lead=lead)
         return tf.cast(self.encoder.head(h, eps, training=training), tf.float32)
 
     def sample_posterior(self, x, seed, training=False, site=SITE_POSTERIOR,
@@ -89,17 +95,18 @@ class _AVBBase(BaseModel):
 
     def _contrast(self, h, training, num_samples=None):
         """r(z|x): the Gaussian with the mean and covariance (diagonal, or full with
-        ``ac_covariance="full"``) of ``num_samples`` draws of q(z|x), the same draws for
-        every example and step (common random numbers), held fixed in the gradient."""
+        ``ac_covariance="full"``) of q(z|x) estimated from ``num_samples`` noise draws,
+        the same draws for every example and step (common random numbers), held fixed
+        in the gradient.  The "mlp" encoder's moments are those of its codes for the
+        draws; the "basis" encoder's are exact given its basis vectors' moments."""
         objective = self.model_config.objective
         s = num_samples or objective.ac_num_samples
-        noise_dim = self.model_config.network.noise_dim
-        eps = tf.random.stateless_normal([s, 1, noise_dim], tf.constant(AC_FIXED_SEED,
-                                                                         tf.int64))
-        eps = tf.broadcast_to(eps, [s, tf.shape(h)[0], noise_dim])
-        zs = tf.stop_gradient(tf.cast(self.encoder.head(h, eps, training=training),
-                                      tf.float32))
-        return dists.moment_matched_gaussian(zs, objective.ac_covariance)
+        eps = tf.random.stateless_normal([s, self.encoder.noise_size],
+                                         tf.constant(AC_FIXED_SEED, tf.int64))
+        mean, second = self.encoder.moments(h, eps, objective.ac_covariance)
+        return dists.gaussian_from_moments(tf.stop_gradient(tf.cast(mean, tf.float32)),
+                                           tf.stop_gradient(tf.cast(second, tf.float32)),
+                                           objective.ac_covariance)
 
     @staticmethod
     def _marginal_scale(r):

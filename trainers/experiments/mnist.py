@@ -3,6 +3,7 @@
     python -m trainers.experiments.mnist --out runs/experiments/mnist \
         --manual-dir ../shared/data [--data-dir DIR] [--budget full|cpu|quick] \
         [--only table1,table2/avb_ac] [--stabilizer paper|default] [--objective KEY=VALUE] \
+        [--network KEY=VALUE] \
         [--epochs N --steps-per-epoch N --max-eval-examples N --num-samples K --ais-steps T]
 
 Every model is trained by ``trainers.train`` (a run directory ``DIR/runs/NAME`` with
@@ -169,6 +170,9 @@ def build_parser():
     p.add_argument("--objective", action="append", default=[], metavar="KEY=VALUE",
                    help="an ObjectiveConfig field for every model (trainers.train "
                         "--objective; repeatable)")
+    p.add_argument("--network", action="append", default=[], metavar="KEY=VALUE",
+                   help="a NetworkConfig field for every model (trainers.train --network; "
+                        "repeatable), e.g. noise_encoder=basis")
     p.add_argument("--only", default=None,
                    help="comma-separated subset: table1, table2, a kind (asvae_r), TABLE/KIND "
                         "or an entry (table2/avb_ac-8d); default: everything")
@@ -209,6 +213,8 @@ def train_argv(entry: Entry, cfg: dict, args, run_dir) -> list:
         argv += ["--stabilizer", args.stabilizer]
     for item in args.objective:
         argv += ["--objective", item]
+    for item in args.network:
+        argv += ["--network", item]
     if entry.table == "table1":
         argv += ["--binarize", "dynamic", "--flow-length", str(cfg["flow_length"])]
         if cfg["latent_dim"]:
@@ -465,7 +471,8 @@ def describe(entries, cfg, args, specs, trained, results, classifier):
             for e in entries),
         "architecture": (
             "AS-VAE Fig. 5 MNIST preset (convolutional encoder/decoder, joint (x, z) critics)"
-            + (" narrowed for --quick (widths 8-32)" if cfg["narrow"] else "")),
+            + (" narrowed for --quick (widths 8-32)" if cfg["narrow"] else "")
+            + (f"; --network {' '.join(args.network)}" if args.network else "")),
         "seed": args.seed,
         "objective": (f"stabilizer {any_spec.model.objective.stabilizer!r}: "
                       + ", ".join(f"{k}={getattr(any_spec.model.objective, k)!r}"
