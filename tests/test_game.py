@@ -111,7 +111,8 @@ def test_asvae_objective_is_eq_11_with_the_critics_offsets(offset):
     generative_critic_offset), recomputed from
     the public pieces with the same noise."""
     model = build_model("asvae", "synthetic", critic_offset=offset,
-                        generative_critic_offset=offset, disc_dropout=0.0)
+                        generative_critic_offset=offset, disc_dropout=0.0,
+                        generated_x="straight_through")
     model.build_all()
     x = tf.constant(_binary((2, 2, 1), 6))
     seeds = model._seeds(5)
