@@ -93,7 +93,7 @@ class _AVBBase(BaseModel):
                                   update_stats=update_stats)
         return self._encode_noise(h, seed, site, tf.shape(x)[0], training=training), None
 
-    def _contrast(self, h, training, num_samples=None):
+    def _contrast(self, h, num_samples=None):
         """r(z|x): the Gaussian with the mean and covariance (diagonal, or full with
         ``ac_covariance="full"``) of q(z|x) estimated from ``num_samples`` noise draws,
         the same draws for every example and step (common random numbers), held fixed
@@ -119,14 +119,14 @@ class _AVBBase(BaseModel):
         q(z|x) itself (which has no density): evaluation reports say so.  ``seed`` is
         kept for compatibility: the draws are fixed (common random numbers)."""
         h = self.encoder.features(x, training=training, update_stats=update_stats)
-        return self._contrast(h, training, num_samples)
+        return self._contrast(h, num_samples)
 
     def encode(self, x, seed=0):
         """(Monte-Carlo posterior mean over ``ac_num_samples`` draws, one sample of z)."""
         x = self._check_images(x)
         seeds = self._stateless_seed(seed, 1)
         h = self.encoder.features(x, training=False)
-        return (self._contrast(h, False).mean(),
+        return (self._contrast(h).mean(),
                 self._encode_noise(h, seeds, SITE_POSTERIOR, tf.shape(x)[0]))
 
     def _t_offsets(self, z_pos, z_neg):
@@ -155,7 +155,7 @@ class _AVBBase(BaseModel):
                                   self._t_offsets(z, z_p))
             gen = objectives.adversarial_likelihood_loss(log_px, t["pos"])
         else:
-            r = self._contrast(h, training)
+            r = self._contrast(h)
             z_tilde = r.bijector.inverse(z)
             reference = self._draw(seeds, SITE_AC_REF, batch, [latent])
             t = self._critic_pair("t", (x_c, z_tilde), (x_c, reference), training, seeds,
@@ -173,7 +173,7 @@ class _AVBBase(BaseModel):
         """The posterior's scale from the moments of q(z|x) (inference mode).  T's
         optimum log q(z|x) - log p(z) has no closed form: q is a black box."""
         h = self.encoder.features(x, training=False)
-        scale = self._marginal_scale(self._contrast(h, False))
+        scale = self._marginal_scale(self._contrast(h))
         return {"posterior_scale": median_over_last_axis(scale)}
 
 

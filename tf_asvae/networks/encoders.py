@@ -189,8 +189,8 @@ class BasisNoiseEncoder(keras.layers.Layer):
                 name=f"basis_bias{i}", shape=(self.num_basis, fan_out), initializer="zeros"))
         super().build(input_shape)
 
-    def features(self, x, training=None, seed=None, update_stats=True):
-        return self.trunk(x, training=training, seed=seed, update_stats=update_stats)
+    features = NoiseEncoder.features
+    call = NoiseEncoder.call
 
     def basis(self, eps):
         """eps [..., K * E] -> the basis vectors v_k(eps_k) [..., K, D]."""
@@ -230,10 +230,6 @@ class BasisNoiseEncoder(keras.layers.Layer):
         if covariance == "diagonal":
             return mean, tf.einsum("bkd,kd->bd", tf.square(a), second_v)
         return mean, tf.einsum("bkd,kde,bke->bde", a, second_v, a)
-
-    def call(self, x, eps, training=None, seed=None):
-        return self.head(self.features(x, training=training, seed=seed), eps,
-                         training=training)
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim,
