@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from trainers.experiments import avb_synthetic as S
+from trainers.experiments import common
 from trainers.experiments import cifar10 as C10
 from trainers.experiments import eight_schools as E
 from trainers.experiments import imagenet64 as I64
@@ -195,6 +196,14 @@ def test_mnist_entries_selection_and_paper_numbers():
     cfg = M.settings(args)
     assert (cfg["epochs"], cfg["learning_rate"], cfg["flow_length"], cfg["num_samples"],
             cfg["max_eval_examples"], cfg["num_generated"]) == (2, 1e-3, 10, 200, 1000, 10000)
+    # The learning-rate schedule reaches every model's trainers.train command.
+    argv = M.train_argv(M.ENTRIES[0], cfg, args, "run")
+    assert argv[argv.index("--lr-schedule") + 1] == "constant"
+    args = M.build_parser().parse_args(["--out", "x", "--budget", "cpu", "--lr-schedule",
+                                        "cosine"])
+    argv = M.train_argv(M.ENTRIES[-1], M.settings(args), args, "run")
+    assert argv[argv.index("--lr-schedule") + 1] == "cosine"
+    assert "cosine decay" in common.adam_text(M.settings(args))
     with pytest.raises(ValueError, match="--quick is --budget quick"):
         M.settings(M.build_parser().parse_args(["--out", "x", "--quick", "--budget", "cpu"]))
     assert [e.name for e in M.select("table1")] == [f"table1/{k}" for k in M.KINDS_T1]

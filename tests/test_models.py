@@ -74,6 +74,48 @@ def test_disc_steps_counts_updates():
     assert int(model.disc_optimizer.iterations) == 6
 
 
+def _cosine(lr0, t, decay_steps, fraction):
+    return lr0 * (fraction + (1 - fraction) * 0.5 * (1 + np.cos(np.pi * min(t, decay_steps)
+                                                              / decay_steps)))
+
+
+def test_cosine_schedule_moves_both_players_together_and_round_trips():
+    """compile(decay_steps=T): the encoder/decoder's rate is lr0 * (f + (1 - f) * (1 +
+    cos(pi t / T)) / 2) after t steps and f * lr0 from T on; the critics', which update
+    disc_steps times per step, is critic_lr_scale times the same function of t."""
+    model = build_model("asvae", "synthetic", **tiny_overrides("synthetic", "asvae"),
+                        disc_steps=2, critic_lr_scale=3.0)
+    model.compile(learning_rate=1e-2, decay_steps=4, final_lr_fraction=0.1)
+    x = images((2, 2, 1), 12)
+    for t in (0, 3, 6):  # 0, 3 and 6 steps done: before, inside and past the curve
+        assert int(model.optimizer.iterations) == t
+        assert int(model.disc_optimizer.iterations) == 2 * t
+        np.testing.assert_allclose(float(model.optimizer.learning_rate),
+                                   _cosine(1e-2, t, 4, 0.1), rtol=1e-5)
+        np.testing.assert_allclose(float(model.disc_optimizer.learning_rate),
+                                   3 * _cosine(1e-2, t, 4, 0.1), rtol=1e-5)
+        model.fit(x, batch_size=4, epochs=1, verbose=0)
+    clone = build_model("asvae", "synthetic", **tiny_overrides("synthetic", "asvae"),
+                        disc_steps=2, critic_lr_scale=3.0)
+    clone.compile_from_config(model.get_compile_config())
+    clone.optimizer.iterations.assign(2)
+    clone.disc_optimizer.iterations.assign(4)
+    np.testing.assert_allclose(float(clone.optimizer.learning_rate), _cosine(1e-2, 2, 4, 0.1),
+                               rtol=1e-5)
+    np.testing.assert_allclose(float(clone.disc_optimizer.learning_rate),
+                               3 * _cosine(1e-2, 2, 4, 0.1), rtol=1e-5)
+    # Without decay_steps the rates stay constant, as in the papers.
+    constant = _tiny("asvae_r", "synthetic")
+    constant.fit(x, batch_size=4, epochs=1, verbose=0)
+    assert float(constant.optimizer.learning_rate) == pytest.approx(1e-4)
+    assert float(constant.disc_optimizer.learning_rate) == pytest.approx(1e-4)
+    for bad, match in [(dict(decay_steps=0), "decay_steps=0"),
+                       (dict(decay_steps=4, final_lr_fraction=1.5), "final_lr_fraction=1.5"),
+                       (dict(decay_steps=4, optimizer="adam"), "decay_steps=4 with an")]:
+        with pytest.raises(ValueError, match=match):
+            build_model("vae", "synthetic").compile(**bad)
+
+
 def test_generative_half_reaches_the_decoder():
     """L_VAEz differentiates through x_theta(z, xi) into the decoder (and the encoder)."""
     for preset, overrides in (("mnist", {}), ("mnist", {"generated_x": "relaxed"}),

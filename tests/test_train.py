@@ -130,7 +130,8 @@ def test_flags_reach_the_configs(tmp_path, monkeypatch):
 
 
 def test_train_config_round_trips_and_validates():
-    config = TrainConfig(epochs=3, steps_per_epoch=None, backup_freq=4, mixed_precision="bfloat16")
+    config = TrainConfig(epochs=3, steps_per_epoch=None, backup_freq=4, mixed_precision="bfloat16",
+                         lr_schedule="cosine", lr_final_fraction=0.1)
     assert TrainConfig.from_json(config.to_json()) == config
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match="colour"):
@@ -139,7 +140,10 @@ def test_train_config_round_trips_and_validates():
                           (dict(strategy="tpu"), "strategy='tpu'.*'mirrored'"),
                           (dict(backup_freq="batch"), "backup_freq='batch'"),
                           (dict(num_devices=2), "num_devices > 1 needs strategy='mirrored'"),
-                          (dict(restore_best_weights=1), "restore_best_weights=1")]:
+                          (dict(restore_best_weights=1), "restore_best_weights=1"),
+                          (dict(lr_schedule="step"), "lr_schedule='step'.*'cosine'"),
+                          (dict(lr_final_fraction=1.5), "lr_final_fraction=1.5"),
+                          (dict(lr_final_fraction=-0.1), "lr_final_fraction=-0.1")]:
         with pytest.raises(ValueError, match=match):
             TrainConfig(**kwargs)
 
@@ -158,6 +162,8 @@ def test_train_config_round_trips_and_validates():
     (["--latent-dim", "0"], ["latent_dim=0"]),
     (["--flow-length", "-1"], ["flow_length=-1"]),
     (["--learning-rate", "0"], ["learning_rate=0.0"]),
+    (["--lr-schedule", "step"], ["'step'", "'cosine'"]),
+    (["--lr-final-fraction", "2"], ["lr_final_fraction=2.0"]),
     (["--max-train-examples", "0"], ["max_train_examples=0"]),
     (["--max-train-examples", "8"], ["batch_size=16", "max_train_examples=8"]),
     (["--num-devices", "0", "--strategy", "mirrored"], ["num_devices=0"]),
@@ -204,6 +210,15 @@ def test_run_dir_with_another_configuration_is_refused(tmp_path, capsys):
     # Where the data live is not part of the experiment.
     moved = T.parse(argv + ["--data-dir", str(tmp_path / "elsewhere")])
     assert T.check_run_dir(moved) == "restart"
+    # A directory written before the learning-rate schedule existed ran at a constant rate.
+    config = json.loads(before)
+    for key in ("lr_schedule", "lr_final_fraction"):
+        del config["training"][key]
+    (run / "config.json").write_text(json.dumps(config))
+    assert T.check_run_dir(T.parse(argv)) == "restart"
+    err = _cli_error(argv + ["--lr-schedule", "cosine"], capsys)
+    assert "training.lr_schedule: 'constant' in the directory, 'cosine' requested" in err, err
+    (run / "config.json").write_bytes(before)
 
     other = tmp_path / "other"
     other.mkdir()
@@ -325,7 +340,7 @@ KIND_FLAGS = {
     "vae": [],
     "asvae_r": ["--epochs", "2", "--strategy", "mirrored", "--num-devices", "2",
                 "--mixed-precision"],
-    "asvae_g": [],
+    "asvae_g": ["--epochs", "2", "--lr-schedule", "cosine", "--lr-final-fraction", "0.25"],
     "avb": [],
     "avb_ac": [],
 }
@@ -360,6 +375,13 @@ def test_end_to_end(kind, tmp_path, mnist):
     assert D.DataConfig.from_dict(config["data"]).name == "mnist"
     training = TrainConfig.from_dict(config["training"])
     assert training.max_train_examples == 64
+    if training.lr_schedule == "cosine":
+        # 2 epochs of 2 steps: the curve ends at the last step, at a quarter of the rate.
+        assert int(result.model.optimizer.iterations) == 4
+        np.testing.assert_allclose(float(result.model.optimizer.learning_rate),
+                                   0.25 * training.learning_rate, rtol=1e-5)
+        np.testing.assert_allclose(float(result.model.disc_optimizer.learning_rate),
+                                   0.25 * training.learning_rate, rtol=1e-5)
 
     history = json.loads((run / "history.json").read_text())
     epochs = training.epochs

@@ -469,6 +469,9 @@ def _check_optional_int(name: str, value: Any, minimum: int) -> None:
         _check_int(name, value, minimum)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """How a model is trained by ``trainers/train.py`` (the ``"training"`` entry of
@@ -478,6 +481,12 @@ class TrainConfig:
     steps_per_epoch: training steps per epoch; ``None``: one pass over the training split.
     validation_steps: validation batches per epoch; ``None``: the whole validation split.
     learning_rate: Adam's learning rate for both players (paper: 1e-4, AS-VAE Sec. 5).
+    lr_schedule: ``"constant"`` (the papers') or ``"cosine"``: both players' learning
+      rates fall along a cosine from ``learning_rate`` to ``lr_final_fraction`` times it
+      over ``epochs * steps_per_epoch`` steps (SGDR without restarts, Loshchilov &
+      Hutter 2017; ``tf_asvae.models.base.cosine_learning_rate``).  Early stopping may
+      end the run before the end of the curve.
+    lr_final_fraction: the cosine schedule's last learning rate over its first.
     patience, min_delta, restore_best_weights: early stopping on ``val_reconstruction``
       (the mean of the validation reconstruction losses of x and z, as in the paper);
       an epoch improves on the best when it is lower by more than ``min_delta``;
@@ -503,6 +512,8 @@ class TrainConfig:
     steps_per_epoch: int | None = 60
     validation_steps: int | None = 10
     learning_rate: float = 1e-4
+    lr_schedule: str = "constant"
+    lr_final_fraction: float = 0.0
     patience: int = 3
     min_delta: float = 0.0
     restore_best_weights: bool = True
@@ -521,6 +532,11 @@ class TrainConfig:
         _check_optional_int("steps_per_epoch", self.steps_per_epoch, 1)
         _check_optional_int("validation_steps", self.validation_steps, 1)
         _check_positive("learning_rate", self.learning_rate)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_positive("lr_final_fraction", self.lr_final_fraction, allow_zero=True)
+        if self.lr_final_fraction > 1:
+            raise ValueError(f"lr_final_fraction must be at most 1. "
+                             f"Received: lr_final_fraction={self.lr_final_fraction!r}.")
         _check_int("patience", self.patience, 0)
         _check_positive("min_delta", self.min_delta, allow_zero=True)
         for name in ("restore_best_weights", "jit_compile", "save_png", "deterministic"):

@@ -54,8 +54,8 @@ from tf_asvae import callbacks as cbs
 from tf_asvae import data as D
 from tf_asvae import io as tio
 from trainers import _cli
-from tf_asvae.config import (MIXED_PRECISION, MODEL_KINDS, STABILIZERS, STRATEGIES,
-                             ModelConfig, parse_network_overrides,
+from tf_asvae.config import (LR_SCHEDULES, MIXED_PRECISION, MODEL_KINDS, STABILIZERS,
+                             STRATEGIES, ModelConfig, parse_network_overrides,
                              parse_objective_overrides,
                              TrainConfig)
 from tf_asvae import runfile
@@ -97,6 +97,9 @@ FIT_DONE_FILE = "fit_done.json"
 # and where the data lives (moving the data does not change the experiment).
 _LOCATION_KEYS = {"data": ("data_dir", "manual_dir", "cache")}
 _VERSION_KEYS = ("package_version", "tensorflow_version")
+# TrainConfig fields added after run directories were first written: a directory without
+# them ran with these values (so it still resumes).
+_ADDED_TRAINING_KEYS = {"lr_schedule": "constant", "lr_final_fraction": 0.0}
 
 
 # --------------------------------------------------------------------------------------
@@ -209,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep only the first N training examples")
     group.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
                        help="Adam learning rate of both players (paper: 1e-4)")
+    group.add_argument("--lr-schedule", default=defaults.lr_schedule, choices=LR_SCHEDULES,
+                       help="constant (the papers') or cosine: both learning rates fall "
+                            "along a cosine to --lr-final-fraction times the first over "
+                            "epochs x steps-per-epoch steps")
+    group.add_argument("--lr-final-fraction", type=float, default=defaults.lr_final_fraction,
+                       help="the cosine schedule's last learning rate over its first")
     group.add_argument("--patience", type=int, default=defaults.patience,
                        help="epochs without improvement of val_reconstruction before "
                             "early stopping")
@@ -327,6 +336,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         steps_per_epoch=args.steps_per_epoch,
         validation_steps=args.validation_steps,
         learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule,
+        lr_final_fraction=args.lr_final_fraction,
         patience=args.patience,
         min_delta=args.min_delta,
         restore_best_weights=args.restore_best_weights,
@@ -413,6 +424,8 @@ def _comparable(config: dict) -> dict:
     for section, keys in _LOCATION_KEYS.items():
         if isinstance(config.get(section), dict):
             config[section] = {k: v for k, v in config[section].items() if k not in keys}
+    if isinstance(config.get("training"), dict):
+        config["training"] = {**_ADDED_TRAINING_KEYS, **config["training"]}
     return json.loads(json.dumps(config))  # tuples -> lists, as stored
 
 
@@ -847,7 +860,10 @@ def _train(spec: RunSpec, state: str, extra_callbacks) -> TrainResult:
     with strategy.scope():
         model = tf_asvae.model_from_config(spec.model, seed=spec.seed)
         _check_model_memory(model.build_all(), spec)
-        model.compile(learning_rate=training.learning_rate, jit_compile=training.jit_compile)
+        model.compile(learning_rate=training.learning_rate, jit_compile=training.jit_compile,
+                      decay_steps=(training.epochs * steps
+                                   if training.lr_schedule == "cosine" else None),
+                      final_lr_fraction=training.lr_final_fraction)
 
     # Outputs: the chief writes the run directory; other workers a temporary one.
     if chief:

@@ -77,6 +77,23 @@ def check_count(value, name, maximum=None, minimum=1):
     return value
 
 
+def cosine_learning_rate(learning_rate, decay_steps=None, final_fraction=0.0):
+    """``learning_rate`` itself when ``decay_steps`` is None, else the schedule
+    ``lr(t) = learning_rate * (f + (1 - f) * (1 + cos(pi * min(t, T) / T)) / 2)`` with
+    ``T = decay_steps`` and ``f = final_fraction`` (``keras.optimizers.schedules.
+    CosineDecay``, which an optimizer's config serializes, so a saved or backed-up model
+    resumes on the schedule's curve)."""
+    if decay_steps is None:
+        return learning_rate
+    check_count(decay_steps, "decay_steps")
+    if not (isinstance(final_fraction, (int, float)) and not isinstance(final_fraction, bool)
+            and 0.0 <= final_fraction <= 1.0):
+        raise ValueError(f"final_lr_fraction must be a number in [0, 1]. "
+                         f"Received: final_lr_fraction={final_fraction!r}.")
+    return keras.optimizers.schedules.CosineDecay(
+        float(learning_rate), int(decay_steps), alpha=float(final_fraction))
+
+
 def _check_not_empty(data, where):
     """ValueError if ``data`` (a tf.data.Dataset, an array or a tensor) has no examples
     for certain; unknown sizes pass."""
@@ -592,24 +609,40 @@ class BaseModel(keras.Model):
 
     # ------------------------------------------------------------------ training
     def compile(self, optimizer=None, disc_optimizer=None, disc_steps=None,
-                learning_rate=1e-4, jit_compile=False, **kwargs):
+                learning_rate=1e-4, jit_compile=False, decay_steps=None,
+                final_lr_fraction=0.0, **kwargs):
         """Paper defaults: Adam(1e-4) for both players (AS-VAE Sec. 5); the critics'
         learning rate is ``learning_rate * ObjectiveConfig.critic_lr_scale``.
 
         ``optimizer`` updates the encoder/decoder, ``disc_optimizer`` the critics.
+        ``decay_steps``: when given (and the optimizers are built here), both learning
+        rates follow a cosine decay from their initial values to ``final_lr_fraction``
+        times them over ``decay_steps`` training steps, and stay there (SGDR's schedule
+        without restarts, Loshchilov & Hutter 2017; :func:`cosine_learning_rate`).
+        The critics make ``disc_steps`` updates per step, so their schedule spans
+        ``decay_steps * disc_steps`` of their own updates and both players' rates fall
+        together.
         Call inside a ``tf.distribute`` strategy scope under a strategy; both optimizers
         are built on their variables here, as MirroredStrategy requires.
         """
-        if optimizer is None:
-            optimizer = keras.optimizers.Adam(learning_rate)
-        if disc_optimizer is None and self.critics:
-            disc_optimizer = keras.optimizers.Adam(
-                learning_rate * self.model_config.objective.critic_lr_scale)
         if disc_steps is not None:
             if not isinstance(disc_steps, int) or disc_steps < 1:
                 raise ValueError(f"disc_steps must be an integer >= 1. "
                                  f"Received: disc_steps={disc_steps!r}.")
             self.disc_steps = disc_steps
+        if decay_steps is not None and (optimizer is not None or disc_optimizer is not None):
+            raise ValueError("decay_steps schedules the optimizers compile() builds; give "
+                             "your own optimizers their schedules instead. Received: "
+                             f"decay_steps={decay_steps!r} with an optimizer.")
+        scale = self.model_config.objective.critic_lr_scale
+        if optimizer is None:
+            optimizer = keras.optimizers.Adam(cosine_learning_rate(
+                learning_rate, decay_steps, final_lr_fraction))
+        if disc_optimizer is None and self.critics:
+            disc_optimizer = keras.optimizers.Adam(cosine_learning_rate(
+                learning_rate * scale,
+                None if decay_steps is None else decay_steps * self.disc_steps,
+                final_lr_fraction))
         optimizer = keras.optimizers.get(optimizer)
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
         self.disc_optimizer = keras.optimizers.get(disc_optimizer) if disc_optimizer else None

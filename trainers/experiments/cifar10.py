@@ -74,12 +74,14 @@ class Setup:
 # test image (the paper's own number is the ELBO, K = 1, also reported); Inception score:
 # 50000 generated images in 10 splits (Salimans et al. 2016).
 FULL = dict(epochs=500, steps_per_epoch="all", validation_steps="all", batch_size=100,
-            learning_rate=1e-4, patience=10, latent_dim=None, max_train_examples=None,
+            learning_rate=1e-4, lr_schedule="constant",
+            patience=10, latent_dim=None, max_train_examples=None,
             shuffle_buffer=10_000, cache=True, max_eval_examples=None, eval_batch_size=100,
             num_samples=1000, num_generated=50_000, num_splits=10, classifier_epochs=10,
             classifier_max_train=None, num_images=64, narrow=False, verbose=2)
 QUICK = dict(epochs=1, steps_per_epoch="2", validation_steps="1", batch_size=8,
-             learning_rate=1e-4, patience=10, latent_dim=8, max_train_examples=16,
+             learning_rate=1e-4, lr_schedule="constant",
+             patience=10, latent_dim=8, max_train_examples=16,
              shuffle_buffer=16, cache=True, max_eval_examples=8, eval_batch_size=8,
              num_samples=2, num_generated=8, num_splits=2, classifier_epochs=1,
              classifier_max_train=16, num_images=8, narrow=True, verbose=0)
@@ -379,7 +381,7 @@ def describe(setup: Setup, kinds, cfg, args, specs, trained, clf):
         "models": ", ".join(kinds),
         "training (each model)": (
             f"trainers.train: at most {cfg['epochs']} epochs of {steps_text} with batches of "
-            f"{cfg['batch_size']} images, Adam (learning rate {cfg['learning_rate']:g}) for "
+            f"{cfg['batch_size']} images, {common.adam_text(cfg)} for "
             f"every player, {spec.model.objective.disc_steps} discriminator step(s) per step, "
             f"early stopping on the validation reconstruction of x and z (patience "
             f"{cfg['patience']}, {cfg['validation_steps']} validation batches per epoch); the "

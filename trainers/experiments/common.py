@@ -380,6 +380,9 @@ def add_run_flags(p: argparse.ArgumentParser, manual_help: str):
     g.add_argument("--validation-steps", default=None, help="validation batches, or 'all'")
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--learning-rate", type=float, default=None)
+    g.add_argument("--lr-schedule", default=None, choices=("constant", "cosine"),
+                   help="constant (the papers') or cosine (to zero over the epochs; "
+                        "trainers.train --lr-schedule)")
     g.add_argument("--patience", type=int, default=None,
                    help="epochs without improvement of the validation reconstruction")
     g.add_argument("--max-train-examples", type=int, default=None)
@@ -416,6 +419,13 @@ def settings_from_args(base: dict, args, positive: tuple, optional_positive: tup
     return cfg
 
 
+def adam_text(cfg: dict) -> str:
+    """The budget's optimizer in words, for the experiments' budget descriptions."""
+    schedule = (", cosine decay to zero over the epochs" if cfg["lr_schedule"] == "cosine"
+                else "")
+    return f"Adam (learning rate {cfg['learning_rate']:g}{schedule})"
+
+
 def data_flags(args) -> list:
     """``--data-dir``/``--manual-dir`` to pass on to the training and evaluation programs."""
     out = []
@@ -436,7 +446,8 @@ def base_train_argv(kind: str, dataset: str, run_dir, run_name: str, cfg: dict, 
             "--batch-size", str(cfg["batch_size"]), "--learning-rate", str(cfg["learning_rate"]),
             "--patience", str(cfg["patience"]), "--num-images", "0",
             "--shuffle-buffer", str(cfg["shuffle_buffer"]), "--seed", str(args.seed),
-            "--verbose", str(cfg["verbose"])] + data_flags(args)
+            "--verbose", str(cfg["verbose"]), "--lr-schedule", cfg["lr_schedule"]
+            ] + data_flags(args)
     if cfg["max_train_examples"]:
         argv += ["--max-train-examples", str(cfg["max_train_examples"])]
     return argv

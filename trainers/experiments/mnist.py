@@ -78,7 +78,8 @@ PAPER_T2 = {("avb", 8): (-83.6, -91.2), ("avb_ac", 8): (-96.3, -89.6),
 # ``patience`` ends training.  IS: K = 5000 (Burda et al. 2016's protocol); AIS: AVB's
 # 1000 intermediate distributions, 5 chains, 2048 test images.
 FULL = dict(epochs=500, steps_per_epoch="all", validation_steps="all", batch_size=100,
-            learning_rate=1e-4, patience=10, flow_length=80, latent_dim=None,
+            learning_rate=1e-4, lr_schedule="constant",
+            patience=10, flow_length=80, latent_dim=None,
             max_train_examples=None, shuffle_buffer=10_000, max_eval_examples=None,
             eval_batch_size=100, num_samples=5000, ais_steps=1000, ais_chains=5,
             ais_leapfrog=10, ais_adaptation_steps=None, ais_max_examples=2048,
@@ -92,7 +93,8 @@ CPU = dict(FULL, epochs=5, validation_steps="20", learning_rate=1e-3, patience=5
            flow_length=10, max_eval_examples=1000, num_samples=200, ais_steps=100,
            ais_chains=4, ais_max_examples=100, latents_t2=(32,), classifier_epochs=3)
 QUICK = dict(epochs=1, steps_per_epoch="2", validation_steps="1", batch_size=16,
-             learning_rate=1e-4, patience=10, flow_length=2, latent_dim=8,
+             learning_rate=1e-4, lr_schedule="constant",
+             patience=10, flow_length=2, latent_dim=8,
              max_train_examples=64, shuffle_buffer=64, max_eval_examples=16,
              eval_batch_size=8, num_samples=4, ais_steps=3, ais_chains=2, ais_leapfrog=2,
              ais_adaptation_steps=3, ais_max_examples=4, num_images=16, narrow=True,
@@ -459,7 +461,7 @@ def describe(entries, cfg, args, specs, trained, results, classifier):
         "models": ", ".join(e.name for e in entries),
         "training (each model)": (
             f"trainers.train: at most {cfg['epochs']} epochs of {steps_text} with batches of "
-            f"{cfg['batch_size']} images, Adam (learning rate {cfg['learning_rate']:g}) for "
+            f"{cfg['batch_size']} images, {common.adam_text(cfg)} for "
             f"every player, {any_spec.model.objective.disc_steps} discriminator step(s) per "
             f"step, early stopping on the validation reconstruction of x and z (patience "
             f"{cfg['patience']}, {cfg['validation_steps']} validation batches per epoch); the "
