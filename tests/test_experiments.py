@@ -199,6 +199,7 @@ def test_mnist_entries_selection_and_paper_numbers():
     # The learning-rate schedule reaches every model's trainers.train command.
     argv = M.train_argv(M.ENTRIES[0], cfg, args, "run")
     assert argv[argv.index("--lr-schedule") + 1] == "constant"
+    assert argv[argv.index("--adam-beta-1") + 1] == "0.9"
     args = M.build_parser().parse_args(["--out", "x", "--budget", "cpu", "--lr-schedule",
                                         "cosine"])
     argv = M.train_argv(M.ENTRIES[-1], M.settings(args), args, "run")

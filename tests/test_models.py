@@ -85,7 +85,8 @@ def test_cosine_schedule_moves_both_players_together_and_round_trips():
     disc_steps times per step, is critic_lr_scale times the same function of t."""
     model = build_model("asvae", "synthetic", **tiny_overrides("synthetic", "asvae"),
                         disc_steps=2, critic_lr_scale=3.0)
-    model.compile(learning_rate=1e-2, decay_steps=4, final_lr_fraction=0.1)
+    model.compile(learning_rate=1e-2, decay_steps=4, final_lr_fraction=0.1, beta_1=0.5)
+    assert model.optimizer.beta_1 == model.disc_optimizer.beta_1 == 0.5
     x = images((2, 2, 1), 12)
     for t in (0, 3, 6):  # 0, 3 and 6 steps done: before, inside and past the curve
         assert int(model.optimizer.iterations) == t
@@ -111,7 +112,8 @@ def test_cosine_schedule_moves_both_players_together_and_round_trips():
     assert float(constant.disc_optimizer.learning_rate) == pytest.approx(1e-4)
     for bad, match in [(dict(decay_steps=0), "decay_steps=0"),
                        (dict(decay_steps=4, final_lr_fraction=1.5), "final_lr_fraction=1.5"),
-                       (dict(decay_steps=4, optimizer="adam"), "decay_steps=4 with an")]:
+                       (dict(decay_steps=4, optimizer="adam"), "decay_steps=4 with an"),
+                       (dict(beta_1=1.0), "beta_1=1.0")]:
         with pytest.raises(ValueError, match=match):
             build_model("vae", "synthetic").compile(**bad)
 

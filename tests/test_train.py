@@ -131,7 +131,7 @@ def test_flags_reach_the_configs(tmp_path, monkeypatch):
 
 def test_train_config_round_trips_and_validates():
     config = TrainConfig(epochs=3, steps_per_epoch=None, backup_freq=4, mixed_precision="bfloat16",
-                         lr_schedule="cosine", lr_final_fraction=0.1)
+                         lr_schedule="cosine", lr_final_fraction=0.1, adam_beta_1=0.5)
     assert TrainConfig.from_json(config.to_json()) == config
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match="colour"):
@@ -143,7 +143,8 @@ def test_train_config_round_trips_and_validates():
                           (dict(restore_best_weights=1), "restore_best_weights=1"),
                           (dict(lr_schedule="step"), "lr_schedule='step'.*'cosine'"),
                           (dict(lr_final_fraction=1.5), "lr_final_fraction=1.5"),
-                          (dict(lr_final_fraction=-0.1), "lr_final_fraction=-0.1")]:
+                          (dict(lr_final_fraction=-0.1), "lr_final_fraction=-0.1"),
+                          (dict(adam_beta_1=1.0), "adam_beta_1=1.0")]:
         with pytest.raises(ValueError, match=match):
             TrainConfig(**kwargs)
 
@@ -164,6 +165,7 @@ def test_train_config_round_trips_and_validates():
     (["--learning-rate", "0"], ["learning_rate=0.0"]),
     (["--lr-schedule", "step"], ["'step'", "'cosine'"]),
     (["--lr-final-fraction", "2"], ["lr_final_fraction=2.0"]),
+    (["--adam-beta-1", "1"], ["adam_beta_1=1.0"]),
     (["--max-train-examples", "0"], ["max_train_examples=0"]),
     (["--max-train-examples", "8"], ["batch_size=16", "max_train_examples=8"]),
     (["--num-devices", "0", "--strategy", "mirrored"], ["num_devices=0"]),
@@ -212,7 +214,7 @@ def test_run_dir_with_another_configuration_is_refused(tmp_path, capsys):
     assert T.check_run_dir(moved) == "restart"
     # A directory written before the learning-rate schedule existed ran at a constant rate.
     config = json.loads(before)
-    for key in ("lr_schedule", "lr_final_fraction"):
+    for key in ("lr_schedule", "lr_final_fraction", "adam_beta_1"):
         del config["training"][key]
     (run / "config.json").write_text(json.dumps(config))
     assert T.check_run_dir(T.parse(argv)) == "restart"
@@ -340,7 +342,8 @@ KIND_FLAGS = {
     "vae": [],
     "asvae_r": ["--epochs", "2", "--strategy", "mirrored", "--num-devices", "2",
                 "--mixed-precision"],
-    "asvae_g": ["--epochs", "2", "--lr-schedule", "cosine", "--lr-final-fraction", "0.25"],
+    "asvae_g": ["--epochs", "2", "--lr-schedule", "cosine", "--lr-final-fraction", "0.25",
+                "--adam-beta-1", "0.5"],
     "avb": [],
     "avb_ac": [],
 }
@@ -382,6 +385,7 @@ def test_end_to_end(kind, tmp_path, mnist):
                                    0.25 * training.learning_rate, rtol=1e-5)
         np.testing.assert_allclose(float(result.model.disc_optimizer.learning_rate),
                                    0.25 * training.learning_rate, rtol=1e-5)
+        assert result.model.optimizer.beta_1 == result.model.disc_optimizer.beta_1 == 0.5
 
     history = json.loads((run / "history.json").read_text())
     epochs = training.epochs

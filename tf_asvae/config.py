@@ -487,6 +487,8 @@ class TrainConfig:
       Hutter 2017; ``tf_asvae.models.base.cosine_learning_rate``).  Early stopping may
       end the run before the end of the curve.
     lr_final_fraction: the cosine schedule's last learning rate over its first.
+    adam_beta_1: Adam's first-moment decay for both players (Keras' default 0.9; AVB's
+      code uses 0.5, as DCGAN does, Radford et al. 2016).
     patience, min_delta, restore_best_weights: early stopping on ``val_reconstruction``
       (the mean of the validation reconstruction losses of x and z, as in the paper);
       an epoch improves on the best when it is lower by more than ``min_delta``;
@@ -514,6 +516,7 @@ class TrainConfig:
     learning_rate: float = 1e-4
     lr_schedule: str = "constant"
     lr_final_fraction: float = 0.0
+    adam_beta_1: float = 0.9
     patience: int = 3
     min_delta: float = 0.0
     restore_best_weights: bool = True
@@ -537,6 +540,10 @@ class TrainConfig:
         if self.lr_final_fraction > 1:
             raise ValueError(f"lr_final_fraction must be at most 1. "
                              f"Received: lr_final_fraction={self.lr_final_fraction!r}.")
+        _check_positive("adam_beta_1", self.adam_beta_1, allow_zero=True)
+        if self.adam_beta_1 >= 1:
+            raise ValueError(f"adam_beta_1 must be below 1. "
+                             f"Received: adam_beta_1={self.adam_beta_1!r}.")
         _check_int("patience", self.patience, 0)
         _check_positive("min_delta", self.min_delta, allow_zero=True)
         for name in ("restore_best_weights", "jit_compile", "save_png", "deterministic"):

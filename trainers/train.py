@@ -99,7 +99,8 @@ _LOCATION_KEYS = {"data": ("data_dir", "manual_dir", "cache")}
 _VERSION_KEYS = ("package_version", "tensorflow_version")
 # TrainConfig fields added after run directories were first written: a directory without
 # them ran with these values (so it still resumes).
-_ADDED_TRAINING_KEYS = {"lr_schedule": "constant", "lr_final_fraction": 0.0}
+_ADDED_TRAINING_KEYS = {"lr_schedule": "constant", "lr_final_fraction": 0.0,
+                        "adam_beta_1": 0.9}
 
 
 # --------------------------------------------------------------------------------------
@@ -218,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "epochs x steps-per-epoch steps")
     group.add_argument("--lr-final-fraction", type=float, default=defaults.lr_final_fraction,
                        help="the cosine schedule's last learning rate over its first")
+    group.add_argument("--adam-beta-1", type=float, default=defaults.adam_beta_1,
+                       help="Adam's first-moment decay for both players (AVB's code: 0.5)")
     group.add_argument("--patience", type=int, default=defaults.patience,
                        help="epochs without improvement of val_reconstruction before "
                             "early stopping")
@@ -338,6 +341,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         learning_rate=args.learning_rate,
         lr_schedule=args.lr_schedule,
         lr_final_fraction=args.lr_final_fraction,
+        adam_beta_1=args.adam_beta_1,
         patience=args.patience,
         min_delta=args.min_delta,
         restore_best_weights=args.restore_best_weights,
@@ -863,7 +867,8 @@ def _train(spec: RunSpec, state: str, extra_callbacks) -> TrainResult:
         model.compile(learning_rate=training.learning_rate, jit_compile=training.jit_compile,
                       decay_steps=(training.epochs * steps
                                    if training.lr_schedule == "cosine" else None),
-                      final_lr_fraction=training.lr_final_fraction)
+                      final_lr_fraction=training.lr_final_fraction,
+                      beta_1=training.adam_beta_1)
 
     # Outputs: the chief writes the run directory; other workers a temporary one.
     if chief:

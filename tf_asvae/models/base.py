@@ -610,7 +610,7 @@ class BaseModel(keras.Model):
     # ------------------------------------------------------------------ training
     def compile(self, optimizer=None, disc_optimizer=None, disc_steps=None,
                 learning_rate=1e-4, jit_compile=False, decay_steps=None,
-                final_lr_fraction=0.0, **kwargs):
+                final_lr_fraction=0.0, beta_1=0.9, **kwargs):
         """Paper defaults: Adam(1e-4) for both players (AS-VAE Sec. 5); the critics'
         learning rate is ``learning_rate * ObjectiveConfig.critic_lr_scale``.
 
@@ -622,6 +622,9 @@ class BaseModel(keras.Model):
         The critics make ``disc_steps`` updates per step, so their schedule spans
         ``decay_steps * disc_steps`` of their own updates and both players' rates fall
         together.
+        ``beta_1``: Adam's first-moment decay for both players (Keras' 0.9 by default;
+        AVB's code and DCGAN, Radford et al. 2016, use 0.5, which damps the momentum
+        that carries a player past the other's moving optimum).
         Call inside a ``tf.distribute`` strategy scope under a strategy; both optimizers
         are built on their variables here, as MirroredStrategy requires.
         """
@@ -634,15 +637,18 @@ class BaseModel(keras.Model):
             raise ValueError("decay_steps schedules the optimizers compile() builds; give "
                              "your own optimizers their schedules instead. Received: "
                              f"decay_steps={decay_steps!r} with an optimizer.")
+        if not (isinstance(beta_1, (int, float)) and not isinstance(beta_1, bool)
+                and 0.0 <= beta_1 < 1.0):
+            raise ValueError(f"beta_1 must be a number in [0, 1). Received: beta_1={beta_1!r}.")
         scale = self.model_config.objective.critic_lr_scale
         if optimizer is None:
             optimizer = keras.optimizers.Adam(cosine_learning_rate(
-                learning_rate, decay_steps, final_lr_fraction))
+                learning_rate, decay_steps, final_lr_fraction), beta_1=beta_1)
         if disc_optimizer is None and self.critics:
             disc_optimizer = keras.optimizers.Adam(cosine_learning_rate(
                 learning_rate * scale,
                 None if decay_steps is None else decay_steps * self.disc_steps,
-                final_lr_fraction))
+                final_lr_fraction), beta_1=beta_1)
         optimizer = keras.optimizers.get(optimizer)
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
         self.disc_optimizer = keras.optimizers.get(disc_optimizer) if disc_optimizer else None

@@ -74,13 +74,13 @@ class Setup:
 # test image (the paper's own number is the ELBO, K = 1, also reported); Inception score:
 # 50000 generated images in 10 splits (Salimans et al. 2016).
 FULL = dict(epochs=500, steps_per_epoch="all", validation_steps="all", batch_size=100,
-            learning_rate=1e-4, lr_schedule="constant",
+            learning_rate=1e-4, lr_schedule="constant", adam_beta_1=0.9,
             patience=10, latent_dim=None, max_train_examples=None,
             shuffle_buffer=10_000, cache=True, max_eval_examples=None, eval_batch_size=100,
             num_samples=1000, num_generated=50_000, num_splits=10, classifier_epochs=10,
             classifier_max_train=None, num_images=64, narrow=False, verbose=2)
 QUICK = dict(epochs=1, steps_per_epoch="2", validation_steps="1", batch_size=8,
-             learning_rate=1e-4, lr_schedule="constant",
+             learning_rate=1e-4, lr_schedule="constant", adam_beta_1=0.9,
              patience=10, latent_dim=8, max_train_examples=16,
              shuffle_buffer=16, cache=True, max_eval_examples=8, eval_batch_size=8,
              num_samples=2, num_generated=8, num_splits=2, classifier_epochs=1,

@@ -383,6 +383,8 @@ def add_run_flags(p: argparse.ArgumentParser, manual_help: str):
     g.add_argument("--lr-schedule", default=None, choices=("constant", "cosine"),
                    help="constant (the papers') or cosine (to zero over the epochs; "
                         "trainers.train --lr-schedule)")
+    g.add_argument("--adam-beta-1", type=float, default=None,
+                   help="Adam's first-moment decay for every player (0.9; AVB's code: 0.5)")
     g.add_argument("--patience", type=int, default=None,
                    help="epochs without improvement of the validation reconstruction")
     g.add_argument("--max-train-examples", type=int, default=None)
@@ -423,7 +425,8 @@ def adam_text(cfg: dict) -> str:
     """The budget's optimizer in words, for the experiments' budget descriptions."""
     schedule = (", cosine decay to zero over the epochs" if cfg["lr_schedule"] == "cosine"
                 else "")
-    return f"Adam (learning rate {cfg['learning_rate']:g}{schedule})"
+    beta = f", beta_1 {cfg['adam_beta_1']:g}" if cfg["adam_beta_1"] != 0.9 else ""
+    return f"Adam (learning rate {cfg['learning_rate']:g}{schedule}{beta})"
 
 
 def data_flags(args) -> list:
@@ -446,8 +449,8 @@ def base_train_argv(kind: str, dataset: str, run_dir, run_name: str, cfg: dict, 
             "--batch-size", str(cfg["batch_size"]), "--learning-rate", str(cfg["learning_rate"]),
             "--patience", str(cfg["patience"]), "--num-images", "0",
             "--shuffle-buffer", str(cfg["shuffle_buffer"]), "--seed", str(args.seed),
-            "--verbose", str(cfg["verbose"]), "--lr-schedule", cfg["lr_schedule"]
-            ] + data_flags(args)
+            "--verbose", str(cfg["verbose"]), "--lr-schedule", cfg["lr_schedule"],
+            "--adam-beta-1", str(cfg["adam_beta_1"])] + data_flags(args)
     if cfg["max_train_examples"]:
         argv += ["--max-train-examples", str(cfg["max_train_examples"])]
     return argv

@@ -78,7 +78,7 @@ PAPER_T2 = {("avb", 8): (-83.6, -91.2), ("avb_ac", 8): (-96.3, -89.6),
 # ``patience`` ends training.  IS: K = 5000 (Burda et al. 2016's protocol); AIS: AVB's
 # 1000 intermediate distributions, 5 chains, 2048 test images.
 FULL = dict(epochs=500, steps_per_epoch="all", validation_steps="all", batch_size=100,
-            learning_rate=1e-4, lr_schedule="constant",
+            learning_rate=1e-4, lr_schedule="constant", adam_beta_1=0.9,
             patience=10, flow_length=80, latent_dim=None,
             max_train_examples=None, shuffle_buffer=10_000, max_eval_examples=None,
             eval_batch_size=100, num_samples=5000, ais_steps=1000, ais_chains=5,
@@ -93,7 +93,7 @@ CPU = dict(FULL, epochs=5, validation_steps="20", learning_rate=1e-3, patience=5
            flow_length=10, max_eval_examples=1000, num_samples=200, ais_steps=100,
            ais_chains=4, ais_max_examples=100, latents_t2=(32,), classifier_epochs=3)
 QUICK = dict(epochs=1, steps_per_epoch="2", validation_steps="1", batch_size=16,
-             learning_rate=1e-4, lr_schedule="constant",
+             learning_rate=1e-4, lr_schedule="constant", adam_beta_1=0.9,
              patience=10, flow_length=2, latent_dim=8,
              max_train_examples=64, shuffle_buffer=64, max_eval_examples=16,
              eval_batch_size=8, num_samples=4, ais_steps=3, ais_chains=2, ais_leapfrog=2,
