@@ -510,10 +510,11 @@ def describe(entries, cfg, args, specs, trained, results, classifier):
             f"on {cfg['max_eval_examples'] or 'all 10000'} test images")
     notes = []
     if budget_name(args) == "cpu":
-        notes.append("--budget cpu: 5 epochs per model at learning rate 1e-3 and a planar flow "
-                     "of length 10, far from the papers' convergence (hundreds of epochs at "
-                     "1e-4, flows of length 80); the comparison is between the kinds at one "
-                     "budget, not with the papers' numbers.")
+        notes.append(f"--budget cpu: at most {cfg['epochs']} epochs per model, "
+                     f"{common.adam_text(cfg)}, a planar flow of length {cfg['flow_length']}, "
+                     "far from the papers' convergence (hundreds of epochs at 1e-4, flows of "
+                     "length 80); the comparison is between the kinds at one budget, not with "
+                     "the papers' numbers.")
     if budget_name(args) == "quick":
         notes.append("--quick: a smoke-sized budget (2 training steps, narrow networks, a few "
                      "test images and samples); the numbers are not comparable with the papers.")
