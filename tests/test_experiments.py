@@ -196,9 +196,14 @@ def test_mnist_entries_selection_and_paper_numbers():
     cfg = M.settings(args)
     assert (cfg["epochs"], cfg["learning_rate"], cfg["flow_length"], cfg["num_samples"],
             cfg["max_eval_examples"], cfg["num_generated"]) == (2, 1e-3, 10, 200, 1000, 10000)
-    # The learning-rate schedule reaches every model's trainers.train command.
+    # The learning-rate schedule reaches every model's trainers.train command; the CPU
+    # budget's is per table (both models of a table share it), --lr-schedule sets all.
     argv = M.train_argv(M.ENTRIES[0], cfg, args, "run")
     assert argv[argv.index("--lr-schedule") + 1] == "constant"
+    for entry in M.ENTRIES:
+        argv = M.train_argv(entry, cfg, args, "run")
+        assert argv[argv.index("--lr-schedule") + 1] == M.CPU_LR_SCHEDULE[entry.table]
+    assert "table2 cosine decay" in common.adam_text(cfg)
     assert argv[argv.index("--adam-beta-1") + 1] == "0.9"
     args = M.build_parser().parse_args(["--out", "x", "--budget", "cpu", "--lr-schedule",
                                         "cosine"])

@@ -382,7 +382,8 @@ def add_run_flags(p: argparse.ArgumentParser, manual_help: str):
     g.add_argument("--learning-rate", type=float, default=None)
     g.add_argument("--lr-schedule", default=None, choices=("constant", "cosine"),
                    help="constant (the papers') or cosine (to zero over the epochs; "
-                        "trainers.train --lr-schedule)")
+                        "trainers.train --lr-schedule) for every model; default: the "
+                        "budget's")
     g.add_argument("--adam-beta-1", type=float, default=None,
                    help="Adam's first-moment decay for every player (0.9; AVB's code: 0.5)")
     g.add_argument("--patience", type=int, default=None,
@@ -422,9 +423,16 @@ def settings_from_args(base: dict, args, positive: tuple, optional_positive: tup
 
 
 def adam_text(cfg: dict) -> str:
-    """The budget's optimizer in words, for the experiments' budget descriptions."""
-    schedule = (", cosine decay to zero over the epochs" if cfg["lr_schedule"] == "cosine"
-                else "")
+    """The budget's optimizer in words, for the experiments' budget descriptions
+    (``lr_schedule``: one schedule, or a mapping from a table to its schedule)."""
+    def words(schedule):
+        return "cosine decay to zero over the epochs" if schedule == "cosine" else "constant"
+
+    lr_schedule = cfg["lr_schedule"]
+    if isinstance(lr_schedule, dict):
+        schedule = "; " + ", ".join(f"{table} {words(s)}" for table, s in lr_schedule.items())
+    else:
+        schedule = ", " + words(lr_schedule) if lr_schedule == "cosine" else ""
     beta = f", beta_1 {cfg['adam_beta_1']:g}" if cfg["adam_beta_1"] != 0.9 else ""
     return f"Adam (learning rate {cfg['learning_rate']:g}{schedule}{beta})"
 
