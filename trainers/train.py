@@ -98,9 +98,8 @@ FIT_DONE_FILE = "fit_done.json"
 _LOCATION_KEYS = {"data": ("data_dir", "manual_dir", "cache")}
 _VERSION_KEYS = ("package_version", "tensorflow_version")
 # TrainConfig fields added after run directories were first written: a directory without
-# them ran with these values (so it still resumes).
-_ADDED_TRAINING_KEYS = {"lr_schedule": "constant", "lr_final_fraction": 0.0,
-                        "adam_beta_1": 0.9}
+# them ran with their defaults (so it still resumes).
+_ADDED_TRAINING_KEYS = ("lr_schedule", "lr_final_fraction", "adam_beta_1")
 
 
 # --------------------------------------------------------------------------------------
@@ -429,7 +428,9 @@ def _comparable(config: dict) -> dict:
         if isinstance(config.get(section), dict):
             config[section] = {k: v for k, v in config[section].items() if k not in keys}
     if isinstance(config.get("training"), dict):
-        config["training"] = {**_ADDED_TRAINING_KEYS, **config["training"]}
+        defaults = TrainConfig()
+        config["training"] = {**{k: getattr(defaults, k) for k in _ADDED_TRAINING_KEYS},
+                              **config["training"]}
     return json.loads(json.dumps(config))  # tuples -> lists, as stored
 
 
