@@ -228,6 +228,60 @@ def test_generative_half_reaches_the_decoder_through_straight_through_samples():
     assert all(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
 
 
+@pytest.mark.parametrize("weight", [1.0, 0.25])
+def test_generative_weight_scales_the_second_half_only(weight):
+    """gen_loss = -L_VAEx - lambda * L_VAEz per example; the critics' losses do not move."""
+    kwargs = dict(disc_dropout=0.0, generated_x="straight_through")
+    model = build_model("asvae", "synthetic", generative_weight=weight, **kwargs)
+    model.build_all()
+    x = tf.constant(_binary((2, 2, 1), 6))
+    seeds = model._seeds(4)
+    out = model._forward(x, seeds, training=False)
+    m = out["metrics"]
+    expected = (m["recon_x"] + m["adv_x"]) + weight * (m["recon_z"] + m["adv_z"])
+    np.testing.assert_allclose(out["gen_loss"], expected, rtol=1e-5, atol=1e-4)
+    paper = build_model("asvae", "synthetic", **kwargs)
+    paper.build_all()
+    for v_src, v_dst in zip(model.weights, paper.weights):
+        v_dst.assign(v_src)
+    ref = paper._forward(x, seeds, training=False)
+    for name in ("d1", "d2"):
+        np.testing.assert_allclose(out["disc_losses"][name], ref["disc_losses"][name],
+                                   rtol=1e-6)
+
+
+def test_recon_z_to_decoder_false_keeps_the_z_reconstruction_out_of_the_decoder():
+    """Without it, log q(z | x_theta(z)) gives the encoder a gradient and the decoder none;
+    -f_psi2 still reaches the decoder, and the loss's value is unchanged."""
+    x = tf.constant(_binary((28, 28, 1), 4))
+    losses = {}
+    for flag in (True, False):
+        model = build_model("asvae_g", "mnist", latent_dim=4, posterior_flow_length=2,
+                            recon_z_to_decoder=flag, disc_dropout=0.0)
+        model.build_all()
+        if flag:
+            weights = [w.numpy() for w in model.weights]
+        else:
+            for w, value in zip(model.weights, weights):
+                w.assign(value)
+        variables = model.decoder.trainable_variables + model.encoder.trainable_variables
+        n_dec = len(model.decoder.trainable_variables)
+        with tf.GradientTape(persistent=True) as tape:
+            out = model._forward(x, model._seeds(0), training=True)
+            recon_z = tf.reduce_mean(out["metrics"]["recon_z"])
+            adv_z = tf.reduce_mean(out["metrics"]["adv_z"])
+        g_recon = tape.gradient(recon_z, variables)
+        g_adv = tape.gradient(adv_z, model.decoder.trainable_variables)
+        decoder_reached = [g is not None and float(tf.reduce_sum(tf.abs(g))) > 0
+                           for g in g_recon[:n_dec]]
+        assert any(decoder_reached) == flag
+        assert all(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0
+                   for g in g_recon[n_dec:] if g is not None)
+        assert any(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in g_adv)
+        losses[flag] = out["gen_loss"].numpy()
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-6)
+
+
 # ------------------------------------------------------------------ batch norm
 
 
@@ -519,6 +573,8 @@ def test_stabilizers_fill_the_remedies_left_unset():
     (["critic_form"], "KEY=VALUE"),
     (["stabilizer=heavy"], "stabilizer='heavy'"),
     (["spectral_norm=maybe"], "spectral_norm must be true or false"),
+    (["generative_weight=0"], "generative_weight=0.0"),
+    (["recon_z_to_decoder=no"], "recon_z_to_decoder must be true or false"),
 ])
 def test_bad_objective_overrides(items, match):
     with pytest.raises(ValueError, match=match):

@@ -167,11 +167,12 @@ CRITIC_FORMS = ("mlp", "quadratic")
 STABILIZERS = {
     "paper": dict(critic_offset="none", generative_critic_offset="none", critic_form="mlp",
                   disc_steps=1, critic_lr_scale=1.0, instance_noise=0.0,
-                  gradient_penalty=0.0, spectral_norm=False, ac_covariance="diagonal"),
+                  gradient_penalty=0.0, spectral_norm=False, ac_covariance="diagonal",
+                  generative_weight=1.0, recon_z_to_decoder=True),
     "default": dict(critic_offset="explicit", generative_critic_offset="none",
                     critic_form="mlp", disc_steps=1, critic_lr_scale=1.0,
                     instance_noise=0.0, gradient_penalty=0.0, spectral_norm=False,
-                    ac_covariance="full"),
+                    ac_covariance="full", generative_weight=1.0, recon_z_to_decoder=True),
 }
 STABILIZER_FIELDS = tuple(STABILIZERS["paper"])
 
@@ -243,6 +244,15 @@ class ObjectiveConfig:
     ac_covariance: the contrast r(z|x) of AVB's adaptive contrast: ``"diagonal"`` (the
       paper, Sec. 4) or ``"full"`` (the draws' full covariance, so that correlations of
       q(z|x) are in log r and not left to the critic; see ``tf_asvae.models.avb``).
+    generative_weight: the weight lambda of AS-VAE's second half in eq. 11,
+      ``L_VAEx + lambda * L_VAEz`` (the paper: 1).  The critics' losses are unchanged.
+    recon_z_to_decoder: whether the z-reconstruction term log q(z | x_theta(z, xi)) of
+      L_VAEz differentiates into the decoder (eq. 11: yes).  With ``False`` it trains
+      the encoder to invert generated images and the decoder meets the second half only
+      through -f_psi2.  The decoder's gradient of that term rewards generated images
+      that carry z in any pattern the encoder can read: when f_psi2's logit stays far
+      below the log-ratio it stands for, AS-VAE's decoder can write z into stripes at
+      prior codes (docs/RESULTS.md).
     """
 
     generated_x: str | None = None
@@ -259,6 +269,8 @@ class ObjectiveConfig:
     gradient_penalty: float | None = None
     spectral_norm: bool | None = None
     ac_covariance: str | None = None
+    generative_weight: float | None = None
+    recon_z_to_decoder: bool | None = None
 
     def __post_init__(self):
         _check_choice("stabilizer", self.stabilizer, tuple(STABILIZERS))
@@ -279,9 +291,11 @@ class ObjectiveConfig:
         _check_positive("instance_noise", self.instance_noise, allow_zero=True)
         _check_positive("gradient_penalty", self.gradient_penalty, allow_zero=True)
         _check_choice("ac_covariance", self.ac_covariance, ("diagonal", "full"))
-        if not isinstance(self.spectral_norm, bool):
-            raise ValueError(f"spectral_norm must be a bool. "
-                             f"Received: spectral_norm={self.spectral_norm!r}.")
+        _check_positive("generative_weight", self.generative_weight)
+        for name in ("spectral_norm", "recon_z_to_decoder"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool. "
+                                 f"Received: {name}={getattr(self, name)!r}.")
 
     def replace(self, **changes) -> "ObjectiveConfig":
         """A copy with ``changes``; a new ``stabilizer`` also sets every remedy (and

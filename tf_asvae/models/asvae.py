@@ -13,6 +13,9 @@ Two critics over (x, z) pairs, same architecture, separate weights:
 Encoder/decoder maximise eq. 11:
   L_VAEx = E_q(x) [log p(x | z_phi(x, eps)) - f_psi1(x, z_phi(x, eps))]      ("r" half)
   L_VAEz = E_p(z) [log q(z | x_theta(z, xi)) - f_psi2(x_theta(z, xi), z)]   ("g" half)
+ObjectiveConfig.generative_weight multiplies L_VAEz (the paper: 1) and
+ObjectiveConfig.recon_z_to_decoder=False keeps log q(z | x_theta) out of the decoder's
+gradient (the paper: in it).
 x_theta(z, xi) is differentiable in theta (ObjectiveConfig.generated_x): for Bernoulli
 pixels by default a binary sample with the straight-through gradient, so that the
 critics see binary images on both sides of every pair.
@@ -100,8 +103,11 @@ class _ASVAEBase(BaseModel):
         metrics = {"kl_exact": log_q - log_pz_q,
                    "posterior_scale": median_over_last_axis(q["scale"])}
         need_q_at_xp = self.use_g or (self.use_r and self._offset() == "explicit")
-        q_xp = (self.posterior(x_p, training, self._dropout_seed(seeds, SITE_GEN_X),
-                               update_stats=False) if need_q_at_xp else None)
+        objective = self.model_config.objective
+        x_p_encoded = x_p if objective.recon_z_to_decoder else tf.stop_gradient(x_p)
+        q_xp = (self.posterior(x_p_encoded, training,
+                               self._dropout_seed(seeds, SITE_GEN_X), update_stats=False)
+                if need_q_at_xp else None)
         gen_terms, disc_losses, logits = [], {}, {}
         if self.use_r:
             log_px = self._observation_from_raw(raw_q).log_prob(x)
@@ -124,7 +130,7 @@ class _ASVAEBase(BaseModel):
             partner = batch_partner(batch)
             z_other = tf.stop_gradient(tf.gather(z_q, partner))
             offsets = None
-            g_offset = self.model_config.objective.generative_critic_offset
+            g_offset = objective.generative_critic_offset
             if g_offset == "prior":
                 offsets = (prior.log_prob(z_p), prior.log_prob(z_other))
             elif g_offset == "explicit":
@@ -137,7 +143,8 @@ class _ASVAEBase(BaseModel):
                                    offsets)
             disc_losses["d2"] = self._critic_loss(f2)
             logits["d2"] = (f2["pos"], f2["neg"])
-            gen_terms.append(objectives.adversarial_likelihood_loss(log_qz, f2["pos"]))
+            gen_terms.append(objective.generative_weight *
+                             objectives.adversarial_likelihood_loss(log_qz, f2["pos"]))
             metrics.update(recon_z=-log_qz, adv_z=f2["pos"],
                            d2_acc=objectives.discriminator_accuracy(f2["pos"], f2["neg"]))
         return {"gen_loss": tf.add_n(gen_terms), "disc_losses": disc_losses,
