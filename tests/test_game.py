@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from tf_asvae import ObjectiveConfig, build_model, distributions as dists, objectives
-from tf_asvae.config import STABILIZERS, parse_objective_overrides
+from tf_asvae.config import (STABILIZERS, parse_objective_overrides,
+                             resolve_gradient_penalty)
 from tf_asvae.networks import JointDiscriminator
 from tf_asvae.networks.blocks import SyncBatchNormalization
 
@@ -563,6 +564,29 @@ def test_stabilizers_fill_the_remedies_left_unset():
             objective.critic_offset) == ("paper", 1.0, "mean", "none")
     again = build_model("asvae", "mnist", **{**model.model_config.objective.__dict__})
     assert again.model_config == model.model_config
+
+
+def test_default_gradient_penalty_is_r1_on_asvae_critics_and_none_on_avb():
+    """The default stabilizer leaves gradient_penalty None in the config, and the models
+    read it by kind: R1 with weight 1 on AS-VAE's critics, no penalty on AVB's T."""
+    x = tf.constant(_binary((28, 28, 1), 4))
+    for kind, expected in (("asvae", 1.0), ("asvae_r", 1.0), ("asvae_g", 1.0),
+                           ("avb", 0.0), ("avb_ac", 0.0)):
+        model = build_model(kind, "mnist", latent_dim=4)
+        objective = model.model_config.objective
+        assert objective.gradient_penalty is None
+        assert resolve_gradient_penalty(objective, kind) == expected
+        critic = next(iter(model.critics))
+        model.build_all()
+        z = tf.zeros([4, 4])
+        out = model._critic_pair(critic, (x, z), (x, z), True, model._seeds(0))
+        assert (out["penalty"] is not None) == (expected > 0), kind
+    assert resolve_gradient_penalty(ObjectiveConfig(stabilizer="paper"), "asvae") == 0.0
+    assert resolve_gradient_penalty(ObjectiveConfig(gradient_penalty=0.0), "asvae") == 0.0
+    assert resolve_gradient_penalty(ObjectiveConfig(gradient_penalty=2.0), "avb") == 2.0
+    # The synthetic preset keeps the setting its results were measured with.
+    synthetic = build_model("asvae", "synthetic").model_config.objective
+    assert synthetic.gradient_penalty == 0.0
 
 
 @pytest.mark.parametrize("items, match", [

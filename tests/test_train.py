@@ -220,6 +220,21 @@ def test_run_dir_with_another_configuration_is_refused(tmp_path, capsys):
     assert T.check_run_dir(T.parse(argv)) == "restart"
     err = _cli_error(argv + ["--lr-schedule", "cosine"], capsys)
     assert "training.lr_schedule: 'constant' in the directory, 'cosine' requested" in err, err
+    # Before generative_weight and recon_z_to_decoder, eq. 11 ran as published; before
+    # the R1 default, the default stabilizer's gradient_penalty was 0 for every kind.
+    config = json.loads(before)
+    assert config["model"]["objective"]["gradient_penalty"] is None
+    for key in ("generative_weight", "recon_z_to_decoder"):
+        del config["model"]["objective"][key]
+    (run / "config.json").write_text(json.dumps(config))
+    assert T.check_run_dir(T.parse(argv)) == "restart"
+    config["model"]["objective"]["gradient_penalty"] = 0.0
+    (run / "config.json").write_text(json.dumps(config))
+    err = _cli_error(argv, capsys)          # AS-VAE's default is now R1 with weight 1
+    assert "model.objective.gradient_penalty: 0.0 in the directory, 1.0 requested" in err
+    config["model"]["kind"] = "avb_ac"     # AVB's default stays without a penalty
+    (run / "config.json").write_text(json.dumps(config))
+    assert T.check_run_dir(T.parse(argv + ["--model", "avb_ac"])) == "restart"
     (run / "config.json").write_bytes(before)
 
     other = tmp_path / "other"

@@ -54,7 +54,8 @@ from tf_asvae import callbacks as cbs
 from tf_asvae import data as D
 from tf_asvae import io as tio
 from trainers import _cli
-from tf_asvae.config import (LR_SCHEDULES, MIXED_PRECISION, MODEL_KINDS, STABILIZERS,
+from tf_asvae.config import (DEFAULT_GRADIENT_PENALTY, LR_SCHEDULES, MIXED_PRECISION,
+                             MODEL_KINDS, STABILIZERS,
                              STRATEGIES, ModelConfig, parse_network_overrides,
                              parse_objective_overrides,
                              TrainConfig)
@@ -100,6 +101,9 @@ _VERSION_KEYS = ("package_version", "tensorflow_version")
 # TrainConfig fields added after run directories were first written: a directory without
 # them ran with their defaults (so it still resumes).
 _ADDED_TRAINING_KEYS = ("lr_schedule", "lr_final_fraction", "adam_beta_1")
+# Objective fields added after run directories existed, with the behaviour of the code
+# before them (eq. 11 as published), so that those directories still resume.
+_ADDED_OBJECTIVE_KEYS = {"generative_weight": 1.0, "recon_z_to_decoder": True}
 
 
 # --------------------------------------------------------------------------------------
@@ -427,6 +431,14 @@ def _comparable(config: dict) -> dict:
     for section, keys in _LOCATION_KEYS.items():
         if isinstance(config.get(section), dict):
             config[section] = {k: v for k, v in config[section].items() if k not in keys}
+    model = config.get("model")
+    if isinstance(model, dict) and isinstance(model.get("objective"), dict):
+        # Compare what the objective does: the default stabilizer's R1 weight by kind.
+        objective = {**_ADDED_OBJECTIVE_KEYS, **model["objective"]}
+        if objective.get("gradient_penalty") is None:
+            objective["gradient_penalty"] = DEFAULT_GRADIENT_PENALTY.get(model.get("kind"),
+                                                                         0.0)
+        config["model"] = {**model, "objective": objective}
     if isinstance(config.get("training"), dict):
         defaults = TrainConfig()
         config["training"] = {**{k: getattr(defaults, k) for k in _ADDED_TRAINING_KEYS},

@@ -33,7 +33,7 @@ from tf_asvae import distributions as dists
 from tf_asvae import flows
 from tf_asvae import noise
 from tf_asvae import objectives
-from tf_asvae.config import ModelConfig
+from tf_asvae.config import ModelConfig, resolve_gradient_penalty
 from tf_asvae.networks import Decoder, GaussianEncoder, JointDiscriminator, NoiseEncoder
 
 # Call sites for seeds; each draw in a step uses its own.
@@ -402,7 +402,7 @@ class BaseModel(keras.Model):
         index = list(self.critics).index(name)
         seed = self._dropout_seed(seeds, SITE_CRITIC + index)
         critic = self.critics[name]
-        gamma = self.model_config.objective.gradient_penalty
+        gamma = resolve_gradient_penalty(self.model_config.objective, self.kind)
         penalty = None
         if gamma and training:
             with tf.GradientTape(watch_accessed_variables=False) as tape:

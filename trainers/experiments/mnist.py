@@ -56,7 +56,7 @@ import sys
 
 import numpy as np
 
-from tf_asvae.config import STABILIZER_FIELDS
+from tf_asvae.config import DEFAULT_GRADIENT_PENALTY, STABILIZER_FIELDS
 from trainers.experiments import common
 
 TABLES = ("table1", "table2")
@@ -493,6 +493,10 @@ def describe(entries, cfg, args, specs, trained, results, classifier):
         "objective": (f"stabilizer {any_spec.model.objective.stabilizer!r}: "
                       + ", ".join(f"{k}={getattr(any_spec.model.objective, k)!r}"
                                   for k in STABILIZER_FIELDS)
+                      + ("; gradient_penalty None: by kind, "
+                         + ", ".join(f"{k} {v}" for k, v in DEFAULT_GRADIENT_PENALTY.items())
+                         + ", AVB's T 0.0"
+                         if any_spec.model.objective.gradient_penalty is None else "")
                       + f"; generated_x (Table 1) {any_spec.model.objective.generated_x!r}"),
         "classifier score": (
             f"{cfg['num_generated']} generated images, this project's small MNIST CNN "
