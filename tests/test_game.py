@@ -586,7 +586,8 @@ def test_default_gradient_penalty_is_r1_on_asvae_critics_and_none_on_avb():
     assert resolve_gradient_penalty(ObjectiveConfig(gradient_penalty=2.0), "avb") == 2.0
     # The synthetic preset keeps the setting its results were measured with.
     synthetic = build_model("asvae", "synthetic").model_config.objective
-    assert synthetic.gradient_penalty == 0.0
+    assert (synthetic.gradient_penalty, synthetic.recon_z_to_decoder) == (0.0, True)
+    assert build_model("asvae", "mnist").model_config.objective.recon_z_to_decoder is False
 
 
 @pytest.mark.parametrize("items, match", [

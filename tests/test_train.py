@@ -226,13 +226,15 @@ def test_run_dir_with_another_configuration_is_refused(tmp_path, capsys):
     assert config["model"]["objective"]["gradient_penalty"] is None
     for key in ("generative_weight", "recon_z_to_decoder"):
         del config["model"]["objective"][key]
-    (run / "config.json").write_text(json.dumps(config))
-    assert T.check_run_dir(T.parse(argv)) == "restart"
     config["model"]["objective"]["gradient_penalty"] = 0.0
     (run / "config.json").write_text(json.dumps(config))
-    err = _cli_error(argv, capsys)          # AS-VAE's default is now R1 with weight 1
+    err = _cli_error(argv, capsys)          # AS-VAE's defaults changed both
     assert "model.objective.gradient_penalty: 0.0 in the directory, 1.0 requested" in err
-    config["model"]["kind"] = "avb_ac"     # AVB's default stays without a penalty
+    assert "model.objective.recon_z_to_decoder: True in the directory, False" in err
+    assert T.check_run_dir(T.parse(argv + ["--objective", "gradient_penalty=0",
+                                           "--objective", "recon_z_to_decoder=true"])) \
+        == "restart"
+    config["model"]["kind"] = "avb_ac"     # neither applies to AVB: it resumes
     (run / "config.json").write_text(json.dumps(config))
     assert T.check_run_dir(T.parse(argv + ["--model", "avb_ac"])) == "restart"
     (run / "config.json").write_bytes(before)

@@ -172,7 +172,7 @@ STABILIZERS = {
     "default": dict(critic_offset="explicit", generative_critic_offset="none",
                     critic_form="mlp", disc_steps=1, critic_lr_scale=1.0,
                     instance_noise=0.0, gradient_penalty=None, spectral_norm=False,
-                    ac_covariance="full", generative_weight=1.0, recon_z_to_decoder=True),
+                    ac_covariance="full", generative_weight=1.0, recon_z_to_decoder=False),
 }
 STABILIZER_FIELDS = tuple(STABILIZERS["paper"])
 # The default stabilizer's R1 weight per model kind (its ``gradient_penalty=None``,
@@ -262,7 +262,9 @@ class ObjectiveConfig:
       through -f_psi2.  The decoder's gradient of that term rewards generated images
       that carry z in any pattern the encoder can read: when f_psi2's logit stays far
       below the log-ratio it stands for, AS-VAE's decoder can write z into stripes at
-      prior codes (docs/RESULTS.md).
+      prior codes (docs/RESULTS.md).  The default stabilizer keeps it out: with R1 on the
+      critics, AS-VAE's IS-NLL went from 93.99 to 91.96 on MNIST (5 epochs; the VAE:
+      92.21) and its samples' classifier score from 5.21 to 6.34 (the VAE: 6.01).
     """
 
     generated_x: str | None = None

@@ -435,6 +435,9 @@ def _comparable(config: dict) -> dict:
     if isinstance(model, dict) and isinstance(model.get("objective"), dict):
         # Compare what the objective does: the default stabilizer's R1 weight by kind.
         objective = {**_ADDED_OBJECTIVE_KEYS, **model["objective"]}
+        if model.get("kind") not in ("asvae", "asvae_g"):     # no L_VAEz
+            for key in ("generative_weight", "recon_z_to_decoder"):
+                objective.pop(key)
         if objective.get("gradient_penalty") is None:
             objective["gradient_penalty"] = DEFAULT_GRADIENT_PENALTY.get(model.get("kind"),
                                                                          0.0)
