@@ -32,8 +32,6 @@ def images(shape, n=4, seed=0):
 # --------------------------------------------------------------------------------------
 # Real data sets, prepared once per test session (shared by test_data.py, test_train.py)
 
-import contextlib  # noqa: E402
-import fcntl  # noqa: E402
 import pathlib  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -64,18 +62,6 @@ def tfds_data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tfds_data"))
 
 
-@contextlib.contextmanager
-def _exclusive(path):
-    """An exclusive lock on the file ``path``: pytest-xdist workers prepare one data set
-    at a time, and the later ones find it prepared."""
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="session")
 def prepared(tfds_data_dir):
     """Prepares a real data set once per session; returns a DataConfig factory
@@ -89,8 +75,9 @@ def prepared(tfds_data_dir):
             name, batch_size, data_dir=tfds_data_dir, manual_dir=str(SHARED_DATA), **kwargs
         )
         if name not in done:
-            with _exclusive(os.path.join(tfds_data_dir, f".{name}.lock")):
-                D.prepare(config)
+            # pytest-xdist workers share tfds_data_dir: the first prepares, the others
+            # wait on the library's preparation lock and find the data prepared.
+            D.prepare(config)
             done.add(name)
         return config
 

@@ -274,6 +274,25 @@ def test_same_size_corruption_is_wrapped_from_tfds(mnist_copy, tmp_path):
 
 
 @needs_real_files
+def test_two_processes_prepare_the_real_files_together(tmp_path):
+    # Two experiments started at once on a fresh machine: before the preparation lock
+    # one of them failed (FileExistsError or NotFoundError from TFDS's own renames).
+    code = textwrap.dedent(f"""
+        from tf_asvae import data as D
+        config = D.DataConfig("mnist", 10, data_dir={str(tmp_path / "tfds")!r},
+                              manual_dir={str(SHARED_DATA / "mnist")!r})
+        print(next(iter(D.load_split(config, "test", training=False))).shape)
+        print(D.prepare(config).info.splits["test"].num_examples)
+    """)
+    children = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [child.communicate(timeout=600) for child in children]
+    for child, (out, err) in zip(children, results):
+        assert child.returncode == 0, err[-2000:]
+        assert out.split("\n")[-3:] == ["(10, 28, 28, 1)", "10000", ""]
+
+
+@needs_real_files
 def test_mnist_offline(prepared):
     config = prepared("mnist", 500)
     for split, count in [("validation", 5000), ("test", 10000)]:

@@ -671,6 +671,86 @@ def test_the_lock_dies_with_its_holder(tmp_path):
         assert lock.held
 
 
+class _SlowBuilder:
+    """Stands in for a TFDS builder: preparing takes a while and counts itself."""
+
+    name = "slow"
+
+    def __init__(self, root):
+        self.data_dir_root = root
+        self.calls = 0
+        self.overlap = False
+        self._busy = False
+
+    def is_prepared(self):
+        return os.path.exists(os.path.join(self.data_dir_root, "done"))
+
+    def download_and_prepare(self, download_config=None):
+        import time
+
+        self.overlap |= self._busy
+        self._busy = True
+        self.calls += 1
+        time.sleep(0.3)
+        open(os.path.join(self.data_dir_root, "done"), "w").close()
+        self._busy = False
+
+
+def test_a_data_set_is_prepared_once_when_two_loaders_start_together(tmp_path, monkeypatch):
+    # Two loaders at once: the second waits on the lock, then finds the data prepared and
+    # reads through a builder loaded again from the prepared directory (its own builder
+    # was made before the data existed).  TFDS alone lets both prepare, and the slower
+    # one fails renaming its copy into place.
+    import threading
+
+    import tensorflow_datasets as tfds
+
+    from tf_asvae import data as D
+
+    builder = _SlowBuilder(str(tmp_path / "tfds"))
+    builder.data_path = str(tmp_path / "tfds" / "slow" / "1.0.0")
+    monkeypatch.setattr(tfds, "builder_from_directory", lambda path: ("reloaded", path))
+    results, errors = [], []
+
+    def load():
+        try:
+            results.append(D.download_and_prepare_once(builder, None))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and builder.calls == 1 and not builder.overlap
+    assert results == [builder, ("reloaded", builder.data_path)]
+    assert (tmp_path / "tfds" / ".slow.prepare.lock").exists()
+
+
+def test_waiting_lock_waits_for_its_holder(tmp_path):
+    import threading
+    import time
+
+    order = []
+    path = tmp_path / "x.lock"
+    held = threading.Event()
+
+    def first():
+        with tio.waiting_lock(path):
+            held.set()
+            time.sleep(0.3)
+            order.append("first out")
+
+    t = threading.Thread(target=first)
+    t.start()
+    held.wait()
+    with tio.waiting_lock(path):
+        order.append("second in")
+    t.join()
+    assert order == ["first out", "second in"]
+
+
 def test_the_lock_is_not_taken_by_non_chief_workers(tmp_path, monkeypatch):
     cluster = {"worker": ["a:1", "b:1"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps(

@@ -76,6 +76,7 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
+from tf_asvae import io as tf_io
 from tf_asvae import sources
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "check_manual_dir",
     "resolve_manual_dir",
     "prepare",
+    "download_and_prepare_once",
     "load_split",
     "distributed_dataset",
     "per_replica_batch_size",
@@ -707,7 +709,7 @@ def prepare(config: DataConfig):
             )
         download_config = tfds.download.DownloadConfig()
     try:
-        builder.download_and_prepare(download_config=download_config)
+        builder = download_and_prepare_once(builder, download_config)
     except Exception as e:
         if folder is not None:
             where = (
@@ -725,6 +727,33 @@ def prepare(config: DataConfig):
             f"data_dir {str(builder.data_dir_root)!r} {where}: {type(e).__name__}: {e}"
         ) from e
     return builder
+
+
+def download_and_prepare_once(builder, download_config):
+    """``builder.download_and_prepare`` under a lock in the builder's ``data_dir``;
+    returns the builder to read from.
+
+    Of two processes that prepare the same data set at once (two experiments started
+    together on a fresh machine), the second waits for the first and then finds the
+    data prepared; TFDS alone lets both prepare and the slower one fails renaming its
+    copy into place.  A builder made before the data existed holds an empty
+    ``info`` (no splits), so when another process prepared the data meanwhile the
+    builder returned is loaded again from the prepared directory.  The lock is a hidden
+    file ``.<name>.prepare.lock`` in the ``data_dir`` root; remote roots (``gs://...``)
+    are prepared without it.
+    """
+    import tensorflow_datasets as tfds
+
+    root = os.fspath(builder.data_dir_root)
+    if "://" in root:
+        builder.download_and_prepare(download_config=download_config)
+        return builder
+    os.makedirs(root, exist_ok=True)
+    with tf_io.waiting_lock(os.path.join(root, f".{builder.name}.prepare.lock")):
+        if builder.is_prepared():
+            return tfds.builder_from_directory(os.fspath(builder.data_path))
+        builder.download_and_prepare(download_config=download_config)
+        return builder
 
 
 def _tfds_images(config: DataConfig, split: str, *, shuffle_files: bool, seed: int):

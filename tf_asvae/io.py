@@ -19,6 +19,8 @@ member), or ``None``; Keras itself reports any unreadable ``.keras`` file as
 :class:`RunDirLock` is an exclusive ``flock`` on a hidden file beside a run directory:
 a second training into the same directory fails at once with a message naming the
 holder.  The lock dies with its process, so a killed run never leaves a stale lock.
+:func:`waiting_lock` is the blocking kind, for work that a second process should wait
+for rather than repeat (preparing a TFDS data set in a shared ``data_dir``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import uuid
 import zipfile
 
 __all__ = ["RunDirInUseError", "RunDirLock", "TMP_PREFIX", "atomic_path", "check_writable_dir",
-           "keras_file_problem", "save_model_atomic", "save_weights_atomic",
+           "keras_file_problem", "save_model_atomic", "save_weights_atomic", "waiting_lock",
            "weights_file_problem", "write_bytes_atomic", "write_json_atomic"]
 
 #: Prefix of the temporary names of atomic writes (hidden files in the destination's
@@ -218,6 +220,25 @@ def check_writable_dir(path, name: str) -> None:
 
 # --------------------------------------------------------------------------------------
 # The run-directory lock
+
+
+@contextlib.contextmanager
+def waiting_lock(path):
+    """Holds an exclusive ``flock`` on the file ``path``, waiting for any other holder.
+
+    For work that must not run twice at once and that a second process can reuse once
+    the first has finished: two trainings started together on a fresh machine would
+    otherwise both prepare the same TFDS data set and the slower one would fail to
+    rename its finished copy over the faster one's.  The file is created if needed and
+    left in place (removing it would let a waiter and a newcomer lock different files);
+    the kernel releases the lock when the process ends, however it ends.
+    """
+    fd = os.open(os.fspath(path), os.O_RDWR | os.O_CREAT, file_mode())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
 class RunDirInUseError(ValueError):

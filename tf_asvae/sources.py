@@ -429,7 +429,7 @@ def _describe_tfds(config, arg) -> SourceInfo:
             raise _error(f"TFDS data set {arg!r} has no split {missing[0]!r} (in the {split} "
                          f"split {text!r}). Its splits: {sorted(known)}.")
 
-    _prepare_tfds(builder, config, arg)
+    builder = _prepare_tfds(builder, config, arg)
     counts = {}
     for split, text in splits.items():
         try:
@@ -456,18 +456,21 @@ def _describe_tfds(config, arg) -> SourceInfo:
                       transform=transform)
 
 
-def _prepare_tfds(builder, config, arg) -> None:
+def _prepare_tfds(builder, config, arg):
+    """Prepares ``builder``'s data if needed; returns the builder to read from."""
     import tensorflow_datasets as tfds
 
     if builder.is_prepared():
-        return
+        return builder
     if config.manual_dir is not None:
         download = tfds.download.DownloadConfig(manual_dir=os.fspath(config.manual_dir),
                                                 try_download_gcs=False)
     else:
         download = tfds.download.DownloadConfig()
+    from tf_asvae.data import download_and_prepare_once
+
     try:
-        builder.download_and_prepare(download_config=download)
+        return download_and_prepare_once(builder, download)
     except Exception as e:  # noqa: BLE001
         raise _error(f"TFDS could not prepare {arg!r} in data_dir "
                      f"{str(builder.data_dir_root)!r} (manual_dir={config.manual_dir!r}): "
