@@ -724,7 +724,8 @@ def test_a_data_set_is_prepared_once_when_two_loaders_start_together(tmp_path, m
     for t in threads:
         t.join()
     assert errors == [] and builder.calls == 1 and not builder.overlap
-    assert results == [builder, ("reloaded", builder.data_path)]
+    assert len(results) == 2 and builder in results  # in either order
+    assert ("reloaded", builder.data_path) in results
     assert (tmp_path / "tfds" / ".slow.prepare.lock").exists()
 
 
