@@ -437,6 +437,65 @@ def test_basis_noise_encoder_moments_are_the_codes_moments():
         BasisNoiseEncoder(3, 2, num_basis=0)
 
 
+@pytest.mark.parametrize("num,blocks,block", [(64, 1, 32), (9, 3, 4)])
+def test_matched_draws_have_the_standard_normals_moments_exactly(num, blocks, block):
+    draws = dists.matched_normal_draws(num, blocks, block, (5, 6))
+    assert draws.shape == (num, blocks * block) and draws.dtype == np.float32
+    d = draws.astype(np.float64).reshape(num, blocks, block)
+    np.testing.assert_allclose(d.mean(0), 0.0, atol=1e-7)
+    for k in range(blocks):
+        np.testing.assert_allclose(d[:, k].T @ d[:, k] / num, np.eye(block), atol=1e-6)
+    # Antithetic pairs (and a zero vector for an odd count).
+    np.testing.assert_array_equal(draws[: num // 2], -draws[num // 2: 2 * (num // 2)])
+    if num % 2:
+        np.testing.assert_array_equal(draws[-1], 0.0)
+    # Deterministic in the seed; plain N(0, I) draws of the same size are not matched.
+    np.testing.assert_array_equal(draws, dists.matched_normal_draws(num, blocks, block,
+                                                                    (5, 6)))
+    plain = np.random.default_rng(0).standard_normal((num, block))
+    assert np.abs(plain.T @ plain / num - np.eye(block)).max() > 0.1
+
+
+def test_matched_draws_with_too_few_pairs_match_the_mean_only():
+    d = dists.matched_normal_draws(16, 1, 32, (1, 2)).astype(np.float64)
+    np.testing.assert_allclose(d.mean(0), 0.0, atol=1e-7)
+    assert np.linalg.matrix_rank(d.T @ d) == 8
+    with pytest.raises(ValueError, match="num=1"):
+        dists.matched_normal_draws(1, 1, 4, (1, 2))
+    with pytest.raises(ValueError, match="ac_draws='sobol'"):
+        ObjectiveConfig(ac_draws="sobol")
+
+
+@pytest.mark.parametrize("draws", ["random", "matched"])
+def test_matched_draws_give_the_exact_contrast_of_a_code_linear_in_the_noise(draws):
+    """With the basis encoder's basis vectors linear in the noise (v_k = W_k^T eps_k + b_k),
+    q(z|x) is Gaussian: mean z_0 + sum_k a_k b_k, covariance
+    sum_k diag(a_k) W_k^T W_k diag(a_k).  Adaptive contrast's r(z|x) from 16 matched
+    draws is that Gaussian to rounding; from 16 plain draws it is not."""
+    model = build_model("avb_ac", "synthetic", noise_encoder="basis", noise_basis=3,
+                        noise_basis_mlp=(), noise_dim=4, ac_covariance="full",
+                        ac_num_samples=16, ac_draws=draws)
+    model.build_all()
+    enc = model.encoder
+    x = tf.constant(_binary((2, 2, 1), 5))
+    h = enc.features(x) * 20.0        # coefficients well away from their small start
+    z0, a = (t.numpy().astype(np.float64) for t in enc.coefficients(h))
+    w = enc.basis_kernels[0].numpy().astype(np.float64)
+    b = enc.basis_biases[0].numpy().astype(np.float64)
+    mean = z0 + np.einsum("bkd,kd->bd", a, b)
+    cov = np.einsum("bkd,kde,bke->bde", a, np.einsum("kei,kej->kij", w, w), a)
+    r = model._contrast(h)
+    # r's covariance carries the ridge of gaussian_from_moments: remove it.
+    ridge = 1e-2 * np.trace(cov, axis1=1, axis2=2) / cov.shape[-1] + 1e-5
+    got = r.covariance().numpy() - ridge[:, None, None] * np.eye(cov.shape[-1])
+    error = np.abs(got - cov).max() / np.abs(cov).max()
+    if draws == "matched":
+        np.testing.assert_allclose(r.mean(), mean, atol=1e-4 * np.abs(cov).max() ** 0.5)
+        assert error < 1e-4
+    else:
+        assert error > 0.05
+
+
 def test_avb_with_the_basis_encoder_trains_and_its_contrast_is_exact():
     from tf_asvae.networks import BasisNoiseEncoder
 

@@ -97,6 +97,11 @@ class NoiseEncoder(keras.layers.Layer):
         """Length of the noise vector per example."""
         return self.noise_dim
 
+    @property
+    def noise_blocks(self):
+        """(number of independent noise blocks, units per block): one block."""
+        return 1, self.noise_dim
+
     def moments(self, h, eps, covariance="diagonal"):
         """(mean [B, D], variance [B, D] or covariance [B, D, D]) of the codes of the
         noise draws ``eps`` [S, E] (the same draws for every example): S passes of the
@@ -176,6 +181,12 @@ class BasisNoiseEncoder(keras.layers.Layer):
     def noise_size(self):
         """Length of the noise vector per example: K basis vectors of E units."""
         return self.num_basis * self.noise_dim
+
+    @property
+    def noise_blocks(self):
+        """(number of independent noise blocks, units per block): one per basis vector;
+        the moments assume the blocks independent, so each is matched on its own."""
+        return self.num_basis, self.noise_dim
 
     def build(self, input_shape=None):
         # The K basis networks as one batched MLP: kernels [K, in, out], biases [K, out].
