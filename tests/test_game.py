@@ -466,6 +466,18 @@ def test_matched_draws_with_too_few_pairs_match_the_mean_only():
         ObjectiveConfig(ac_draws="sobol")
 
 
+def test_a_config_saved_before_ac_draws_existed_keeps_plain_draws():
+    from tf_asvae.config import ModelConfig
+
+    saved = build_model("avb_ac", "synthetic").model_config.to_dict()
+    assert saved["objective"]["ac_draws"] == "matched"       # the default now
+    del saved["objective"]["ac_draws"]                        # as written before cd81c95
+    assert ModelConfig.from_dict(saved).objective.ac_draws == "random"
+    # A hand-written partial objective still gets the stabilizer's value.
+    partial = dict(saved, objective={"critic_form": "quadratic"})
+    assert ModelConfig.from_dict(partial).objective.ac_draws == "matched"
+
+
 @pytest.mark.parametrize("draws", ["random", "matched"])
 def test_matched_draws_give_the_exact_contrast_of_a_code_linear_in_the_noise(draws):
     """With the basis encoder's basis vectors linear in the noise (v_k = W_k^T eps_k + b_k),

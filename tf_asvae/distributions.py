@@ -18,6 +18,7 @@ latent units), so ``log_prob`` is summed over event dimensions and has the batch
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -84,7 +85,7 @@ def moment_matched_gaussian(samples, covariance: str = "diagonal",
     return gaussian_from_moments(mean, second, covariance, jitter, shrinkage)
 
 
-def matched_normal_draws(num: int, num_blocks: int, block: int, seed) -> "np.ndarray":
+def matched_normal_draws(num: int, num_blocks: int, block: int, seed) -> np.ndarray:
     """``num`` fixed noise vectors [num, num_blocks * block] whose sample moments are
     those of N(0, I) within each block of ``block`` units (float32, numpy).
 
@@ -103,7 +104,6 @@ def matched_normal_draws(num: int, num_blocks: int, block: int, seed) -> "np.nda
     a KL of 12.6 nats, which the critic T must learn on top of q's own departure from a
     Gaussian.  Matched draws make it 0 for every code linear in the noise.
     """
-    import numpy as np
     if num < 2 or num_blocks < 1 or block < 1:
         raise ValueError(f"matched_normal_draws needs num >= 2, num_blocks >= 1 and "
                          f"block >= 1. Received: num={num}, num_blocks={num_blocks}, "
