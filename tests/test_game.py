@@ -404,6 +404,18 @@ def test_adaptive_contrast_objective_is_eq_4_2_with_the_models_contrast(covarian
     np.testing.assert_allclose(out["gen_loss"], expected, rtol=1e-4, atol=1e-3)
 
 
+def _linear_basis_moments(enc, h):
+    """(E[z|x], Cov[z|x], a) of a basis encoder whose basis vectors are linear in the
+    noise, v_k = W_k^T eps_k + b_k: z_0 + sum_k a_k b_k and
+    sum_k diag(a_k) W_k^T W_k diag(a_k), in float64."""
+    z0, a = (t.numpy().astype(np.float64) for t in enc.coefficients(h))
+    w = enc.basis_kernels[0].numpy().astype(np.float64)     # [K, E, D]
+    b = enc.basis_biases[0].numpy().astype(np.float64)      # [K, D]
+    mean = z0 + np.einsum("bkd,kd->bd", a, b)
+    cov = np.einsum("bkd,kde,bke->bde", a, np.einsum("kei,kej->kij", w, w), a)
+    return mean, cov, a
+
+
 def test_basis_noise_encoder_moments_are_the_codes_moments():
     """z = z_0(x) + sum_k a_k(x) v_k(eps_k): with a linear basis v_k = W_k^T eps_k + b_k
     the exact moments are E[z|x] = z_0 + sum_k a_k b_k and
@@ -416,10 +428,7 @@ def test_basis_noise_encoder_moments_are_the_codes_moments():
     eps = tf.random.stateless_normal([5, enc.noise_size], seed=(1, 2))
     enc(x, eps)
     h = enc.features(x) * 20.0        # coefficients well away from their small start
-    z0, a = (t.numpy() for t in enc.coefficients(h))
-    w, b = enc.basis_kernels[0].numpy(), enc.basis_biases[0].numpy()   # [K, E, D], [K, D]
-    mean = z0 + np.einsum("bkd,kd->bd", a, b)
-    cov = np.einsum("bkd,kde,bke->bde", a, np.einsum("kei,kej->kij", w, w), a)
+    mean, cov, a = _linear_basis_moments(enc, h)
     draws = tf.random.stateless_normal([200_000, enc.noise_size], seed=(3, 4))
     m_full, c_full = enc.moments(h, draws, "full")
     m_diag, v_diag = enc.moments(h, draws, "diagonal")
@@ -491,11 +500,7 @@ def test_matched_draws_give_the_exact_contrast_of_a_code_linear_in_the_noise(dra
     enc = model.encoder
     x = tf.constant(_binary((2, 2, 1), 5))
     h = enc.features(x) * 20.0        # coefficients well away from their small start
-    z0, a = (t.numpy().astype(np.float64) for t in enc.coefficients(h))
-    w = enc.basis_kernels[0].numpy().astype(np.float64)
-    b = enc.basis_biases[0].numpy().astype(np.float64)
-    mean = z0 + np.einsum("bkd,kd->bd", a, b)
-    cov = np.einsum("bkd,kde,bke->bde", a, np.einsum("kei,kej->kij", w, w), a)
+    mean, cov, _ = _linear_basis_moments(enc, h)
     r = model._contrast(h)
     # r's covariance carries the ridge of gaussian_from_moments: remove it.
     ridge = 1e-2 * np.trace(cov, axis1=1, axis2=2) / cov.shape[-1] + 1e-5
